@@ -1,0 +1,27 @@
+"""Let torch.compile's max-autotune use Triton GEMM templates on mid-size GPUs, safely.
+
+Importing this package imports no torch and patches nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import SettingsError, UnsupportedTorchError
+from .override import override, status
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "UnsupportedTorchError",
+    "override",
+    "status",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: later public names load on first use
+    raise AttributeError(f"module 'inductor_sm_override' has no attribute {name!r}")

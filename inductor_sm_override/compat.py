@@ -1,0 +1,230 @@
+"""Torch version detection and the per-version patch plan.
+
+``VERSION_TABLE`` records, for every torch release we read, where the SM gate lives,
+its signature and caching, which modules bind it by name, and which autotune hooks
+exist, with the source file that was read. At activation the running torch is
+checked *structurally* against the plan (the table is documentation and a test
+oracle; the structure decides), so an untested release that looks the same works
+with one warning, and a changed layout patches nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+from .errors import UnsupportedTorchError
+
+GATE_MODULE = "torch._inductor.utils"
+GATE_NAME = "is_big_gpu"
+GATE_PARAMS = ("index_or_device", "index")  # accepted names of the gate's single parameter
+HINTS_MODULE = "torch._inductor.runtime.hints"
+SELECT_MODULE = "torch._inductor.select_algorithm"
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionEntry:
+    """What one torch release looks like (from reading its source)."""
+
+    source: str  # what was read: repository@tag path
+    gate_signature: str
+    gate_cache: str  # decorator holding the gate's answers
+    sms_via: str  # how the gate reads the SM count
+    binding_sites: tuple[str, ...]  # modules holding ``is_big_gpu`` as a global
+    preprocessing_fn: bool  # select_algorithm.add_preprocessing_fn
+    feedback_saver: bool  # select_algorithm.add_feedback_saver
+    benchmark_choice: bool  # AlgorithmSelectorCache.benchmark_choice classmethod
+    green_contexts: bool  # torch.cuda.green_contexts.GreenContext
+    search_space_config: bool  # config.max_autotune_gemm_search_space
+
+
+_GATE_2_13 = "is_big_gpu(index_or_device: int | torch.device = 0) -> bool"
+
+VERSION_TABLE: dict[str, VersionEntry] = {
+    "2.13": VersionEntry(
+        source="torch-2.13.0 wheel: torch/_inductor/utils.py (is_big_gpu line 1933), "
+        "select_algorithm.py, runtime/hints.py, cuda/green_contexts.py",
+        gate_signature=_GATE_2_13,
+        gate_cache="functools.cache",
+        sms_via="DeviceProperties.create(device).multi_processor_count",
+        binding_sites=(GATE_MODULE,),
+        preprocessing_fn=True,
+        feedback_saver=True,
+        benchmark_choice=True,
+        green_contexts=True,
+        search_space_config=True,
+    ),
+}
+
+
+def torch_release(version: str) -> str:
+    """'2.13.0+cpu' -> '2.13'."""
+    parts = version.split("+")[0].split(".")
+    return ".".join(parts[:2])
+
+
+@dataclasses.dataclass
+class Plan:
+    """What will be patched in the running torch, or why nothing can be."""
+
+    torch_version: str
+    entry: VersionEntry | None
+    problems: list[str] = dataclasses.field(default_factory=list)
+    gate_owner: ModuleType | None = None
+    gate: Callable[..., bool] | None = None
+    sites: list[ModuleType] = dataclasses.field(default_factory=list)
+    device_properties: type | None = None  # class with a cached ``create`` classmethod
+    max_sms_owner: ModuleType | None = None  # module with a cached get_max_num_sms()
+    selector: ModuleType | None = None
+    hooks: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+    @property
+    def supported(self) -> bool:
+        return not self.problems
+
+    @property
+    def tested(self) -> bool:
+        return self.entry is not None
+
+    def site_names(self) -> list[str]:
+        return [f"{m.__name__}.{GATE_NAME}" for m in self.sites]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "torch_version": self.torch_version,
+            "supported": self.supported,
+            "tested": self.tested,
+            "problems": list(self.problems),
+            "sites": self.site_names(),
+            "hooks": dict(self.hooks),
+        }
+
+
+def _gate_problem(gate: Any) -> str | None:
+    """None when the gate looks like the one we know how to wrap."""
+    if not callable(gate):
+        return f"{GATE_MODULE}.{GATE_NAME} is not callable"
+    target = inspect.unwrap(gate)
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return f"cannot read the signature of {GATE_NAME}"
+    if len(params) != 1 or params[0].name not in GATE_PARAMS:
+        text = ", ".join(p.name for p in params)
+        return f"{GATE_NAME}({text}) has a signature this release of the package does not know"
+    return None
+
+
+def build_plan(
+    version: str, modules: Mapping[str, ModuleType], *, extra_sites: list[ModuleType] = ()
+) -> Plan:
+    """Check a module layout structurally and say what would be patched.
+
+    ``modules`` maps dotted names to loaded modules (``sys.modules`` in real use,
+    fakes in tests). Pure: imports nothing.
+    """
+    entry = VERSION_TABLE.get(torch_release(version))
+    plan = Plan(torch_version=version, entry=entry)
+    owner = modules.get(GATE_MODULE)
+    gate = getattr(owner, GATE_NAME, None) if owner is not None else None
+    if gate is None:
+        plan.problems.append(f"no {GATE_NAME} found in {GATE_MODULE}")
+        return plan
+    problem = _gate_problem(gate)
+    if problem:
+        plan.problems.append(problem)
+        return plan
+    plan.gate_owner, plan.gate = owner, gate
+    candidates = [owner, *extra_sites]
+    candidates += [m for n, m in modules.items() if n.startswith("torch._inductor.")]
+    seen: set[int] = set()
+    for module in candidates:
+        if module is None or id(module) in seen:
+            continue
+        seen.add(id(module))
+        if vars(module).get(GATE_NAME) is gate:
+            plan.sites.append(module)
+    hints = modules.get(HINTS_MODULE)
+    props = getattr(hints, "DeviceProperties", None)
+    if props is not None and "create" in vars(props):
+        plan.device_properties = props
+    if callable(getattr(owner, "get_max_num_sms", None)):
+        plan.max_sms_owner = owner
+    selector = modules.get(SELECT_MODULE)
+    plan.selector = selector
+    selector_cache = getattr(selector, "AlgorithmSelectorCache", None)
+    plan.hooks = {
+        "preprocessing_fn": callable(getattr(selector, "add_preprocessing_fn", None)),
+        "feedback_saver": callable(getattr(selector, "add_feedback_saver", None)),
+        "benchmark_choice": "benchmark_choice" in vars(selector_cache or object),
+        "simulate_sms": plan.device_properties is not None,
+    }
+    return plan
+
+
+def _import_sites(entry: VersionEntry | None) -> list[ModuleType]:
+    """Import the modules that bind the gate by name, so they bind it *before* we patch."""
+    found = []
+    for name in entry.binding_sites if entry else ():
+        try:
+            found.append(importlib.import_module(name))
+        except Exception:  # a listed module that fails to import is simply not a site
+            continue
+    return found
+
+
+_plan: Plan | None = None
+_plan_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+def current_plan(refresh: bool = False) -> Plan:
+    """The plan for the running torch (imports torch's Inductor on first use)."""
+    global _plan
+    with _plan_lock:
+        if _plan is None or refresh:
+            import torch
+
+            for name in (GATE_MODULE, HINTS_MODULE, SELECT_MODULE):
+                try:
+                    importlib.import_module(name)
+                except Exception:
+                    continue
+            entry = VERSION_TABLE.get(torch_release(torch.__version__))
+            extra = _import_sites(entry)
+            _plan = build_plan(torch.__version__, dict(sys.modules), extra_sites=extra)
+        return _plan
+
+
+def check_plan(plan: Plan, *, strict: bool) -> bool:
+    """Decide whether to patch: True to go on; warn once or raise (strict) otherwise."""
+    if not plan.supported:
+        what = "; ".join(plan.problems)
+        message = (
+            f"inductor_sm_override: torch {plan.torch_version} is not supported ({what}); "
+            "nothing is patched and Inductor runs unchanged"
+        )
+        if strict:
+            raise UnsupportedTorchError(message)
+        _warn_once(message)
+        return False
+    if not plan.tested:
+        _warn_once(
+            f"inductor_sm_override: torch {plan.torch_version} is not in the tested version "
+            "table; its layout matches, so the override is applied"
+        )
+    return True
+
+
+def _warn_once(message: str) -> None:
+    if message in _warned:
+        return
+    _warned.add(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)

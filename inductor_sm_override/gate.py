@@ -1,0 +1,162 @@
+"""The SM-gate wrapper (and the SM-count simulation) installed while an override is active.
+
+Only the SM-count condition of ``is_big_gpu`` changes: a GPU with at least ``min_sms``
+SMs passes. On ROCm torch's own rule (architecture, not SMs) is left to torch.
+With ``simulate_sms`` Inductor's device properties report that many SMs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import wrapt
+
+from . import state
+from .compat import GATE_NAME, Plan
+from .patching import Patch
+
+log = logging.getLogger("inductor_sm_override")
+
+TORCH_MIN_SMS = {"xpu": 16}  # torch's own threshold per device type; 68 otherwise
+TORCH_DEFAULT_MIN_SMS = 68
+_GPU_TYPES = ("cuda", "hip", "xpu")
+
+_logged: set[tuple[str, int, int]] = set()
+_gate_listeners: list[Any] = []  # callables(event: dict) told of every decision
+
+
+def torch_threshold(device_type: str) -> int:
+    return TORCH_MIN_SMS.get(device_type, TORCH_DEFAULT_MIN_SMS)
+
+
+def _device_of(args: tuple, kwargs: dict) -> Any:
+    import torch
+
+    value = args[0] if args else next(iter(kwargs.values()), 0)
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, str):
+        return torch.device(value)
+    gpu_type = "cuda"
+    try:
+        from torch._inductor.utils import get_gpu_type
+
+        gpu_type = get_gpu_type()
+    except Exception:
+        pass
+    return torch.device(gpu_type, value)
+
+
+def sm_count(plan: Plan, device: Any) -> int:
+    """The SM count Inductor sees for ``device`` (simulation included)."""
+    if plan.device_properties is not None:
+        return int(plan.device_properties.create(device).multi_processor_count)
+    import torch
+
+    count = torch.cuda.get_device_properties(device).multi_processor_count
+    settings = state.current()
+    if settings is not None and settings.simulate_sms is not None:
+        count = settings.simulate_sms
+    return int(count)
+
+
+def _make_gate(plan: Plan) -> Any:
+    def gate(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> bool:
+        settings = state.current()
+        if settings is None:
+            return wrapped(*args, **kwargs)
+        import torch
+
+        if torch.version.hip:
+            return wrapped(*args, **kwargs)  # ROCm: torch's architecture rule, no SM check
+        device = _device_of(args, kwargs)
+        sms = sm_count(plan, device)
+        threshold = torch_threshold(device.type)
+        verdict = sms >= settings.min_sms
+        _note(device, sms, settings.min_sms, threshold, verdict)
+        return verdict
+
+    return gate
+
+
+def _note(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool) -> None:
+    event = {
+        "event": "gate",
+        "device": str(device),
+        "sms": sms,
+        "threshold": min_sms,
+        "torch_threshold": threshold,
+        "torch_answer": sms >= threshold,
+        "answer": verdict,
+    }
+    for listener in list(_gate_listeners):
+        try:
+            listener(event)
+        except Exception:
+            log.debug("gate listener failed", exc_info=True)
+    key = (str(device), sms, min_sms)
+    if key in _logged:
+        return
+    _logged.add(key)
+    if verdict and sms < threshold:
+        log.info(
+            "inductor_sm_override: SM gate overridden for %s (%d SMs, threshold %d instead of %d)",
+            device, sms, min_sms, threshold,
+        )
+    elif not verdict:
+        log.warning(
+            "inductor_sm_override: %s has %d SMs, below min_sms=%d: max_autotune_gemm stays off",
+            device, sms, min_sms,
+        )
+
+
+def _simulated_properties(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    props = wrapped(*args, **kwargs)
+    settings = state.current()
+    if settings is None or settings.simulate_sms is None:
+        return props
+    if getattr(props, "type", None) not in _GPU_TYPES:
+        return props
+    return props._replace(multi_processor_count=settings.simulate_sms)
+
+
+def _simulated_max_sms(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> int:
+    settings = state.current()
+    if settings is not None and settings.simulate_sms is not None:
+        return settings.simulate_sms
+    return wrapped(*args, **kwargs)
+
+
+def build_patches(plan: Plan) -> list[Patch]:
+    """The patches for ``plan``: the gate at every binding site, and the SM simulation."""
+    patches = []
+    gate = wrapt.FunctionWrapper(plan.gate, _make_gate(plan))
+    patches += [Patch(site, GATE_NAME, gate) for site in plan.sites]
+    if plan.device_properties is not None:
+        raw = vars(plan.device_properties)["create"]
+        wrapper = wrapt.FunctionWrapper(raw, _simulated_properties)
+        patches.append(Patch(plan.device_properties, "create", wrapper))
+    if plan.max_sms_owner is not None:
+        original = vars(plan.max_sms_owner)["get_max_num_sms"]
+        wrapper = wrapt.FunctionWrapper(original, _simulated_max_sms)
+        patches.append(Patch(plan.max_sms_owner, "get_max_num_sms", wrapper))
+    return patches
+
+
+def _cache_clear(obj: Any) -> None:
+    obj = getattr(obj, "__func__", obj)  # classmethod -> function
+    clear = getattr(obj, "cache_clear", None)
+    if callable(clear):
+        clear()
+
+
+def clear_caches(plan: Plan) -> None:
+    """Clear every functools cache holding a gate answer or an SM count (both edges)."""
+    if plan.gate is not None:
+        _cache_clear(plan.gate)
+    if plan.device_properties is not None:
+        _cache_clear(vars(plan.device_properties)["create"])
+    if plan.max_sms_owner is not None:
+        _cache_clear(vars(plan.max_sms_owner)["get_max_num_sms"])
+    _logged.clear()

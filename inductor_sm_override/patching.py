@@ -1,0 +1,106 @@
+"""Refcounted install/uninstall of attribute patches with an exact undo stack.
+
+Like pytest's monkeypatch: every change is recorded as (target, name, raw old value
+from ``__dict__``) and undone in reverse order, so class descriptors (classmethod,
+staticmethod) come back as the very objects that were there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("inductor_sm_override")
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Set ``target.name`` to ``new`` (``target`` is a module or class)."""
+
+    target: Any
+    name: str
+    new: Any
+
+
+@dataclass(frozen=True)
+class _Undo:
+    target: Any
+    name: str
+    old: Any
+
+
+class PatchSet:
+    """Patches that go in on the first acquire and come out, exactly, on the last release.
+
+    ``build`` returns the patches to apply; ``on_edge`` runs after install and after
+    uninstall (cache clearing). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], Iterable[Patch]],
+        on_edge: Callable[[], None] | None = None,
+    ) -> None:
+        self._build = build
+        self._on_edge = on_edge
+        self._lock = threading.RLock()
+        self._count = 0
+        self._undo: list[_Undo] = []
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._undo)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._count == 0:
+                self._install()
+            self._count += 1
+
+    def release(self) -> None:
+        with self._lock:
+            if self._count <= 0:
+                return
+            self._count -= 1
+            if self._count == 0:
+                self.uninstall()
+
+    def _install(self) -> None:
+        try:
+            for patch in self._build():
+                old = vars(patch.target).get(patch.name, _MISSING)
+                setattr(patch.target, patch.name, patch.new)
+                self._undo.append(_Undo(patch.target, patch.name, old))
+        except BaseException:
+            self.uninstall()
+            raise
+        self._edge()
+
+    def uninstall(self) -> None:
+        """Undo every patch in reverse order (also used to recover from a failed install)."""
+        with self._lock:
+            while self._undo:
+                undo = self._undo.pop()
+                if undo.old is _MISSING:
+                    delattr(undo.target, undo.name)
+                else:
+                    setattr(undo.target, undo.name, undo.old)
+            self._count = 0
+            self._edge()
+
+    def _edge(self) -> None:
+        if self._on_edge is None:
+            return
+        try:
+            self._on_edge()
+        except Exception:  # clearing a cache must never break the user's block
+            log.debug("cache clearing failed", exc_info=True)
