@@ -17,9 +17,9 @@ __all__ = [
     "Settings",
     "SettingsError",
     "UnsupportedTorchError",
+    "__version__",
     "override",
     "status",
-    "__version__",
 ]
 
 

@@ -43,24 +43,53 @@ class VersionEntry:
     benchmark_choice: bool  # AlgorithmSelectorCache.benchmark_choice classmethod
     green_contexts: bool  # torch.cuda.green_contexts.GreenContext
     search_space_config: bool  # config.max_autotune_gemm_search_space
+    caller: str  # the utils function that consults the gate
 
 
-_GATE_2_13 = "is_big_gpu(index_or_device: int | torch.device = 0) -> bool"
+_OLD_GATE = "is_big_gpu(index) -> bool"
+_UNION_GATE = "is_big_gpu(index_or_device: Union[int, torch.device]=0) -> bool"
+_PIPE_GATE = "is_big_gpu(index_or_device: int | torch.device=0) -> bool"
+_TEST_HELPER = "torch.testing._internal.inductor_utils"  # binds it by name (test helper only)
 
-VERSION_TABLE: dict[str, VersionEntry] = {
-    "2.13": VersionEntry(
-        source="torch-2.13.0 wheel: torch/_inductor/utils.py (is_big_gpu line 1933), "
-        "select_algorithm.py, runtime/hints.py, cuda/green_contexts.py",
-        gate_signature=_GATE_2_13,
-        gate_cache="functools.cache",
-        sms_via="DeviceProperties.create(device).multi_processor_count",
-        binding_sites=(GATE_MODULE,),
-        preprocessing_fn=True,
-        feedback_saver=True,
-        benchmark_choice=True,
-        green_contexts=True,
+
+def _entry(release: str, commit: str, line: int, **kw: Any) -> VersionEntry:
+    minor = int(release.split(".")[1])
+    return VersionEntry(
+        source=f"pytorch/pytorch@v{release}.0 ({commit}) torch/_inductor/utils.py:{line}, "
+        "select_algorithm.py, runtime/hints.py, config.py, cuda/green_contexts.py "
+        "(read from the torch wheel of that release)",
+        gate_signature=kw.get("sig", _UNION_GATE if minor < 12 else _PIPE_GATE),
+        gate_cache="functools.lru_cache(None)" if minor < 8 else "functools.cache",
+        sms_via=kw.get("sms_via", "DeviceProperties.create(device).multi_processor_count"),
+        binding_sites=(GATE_MODULE,) + ((_TEST_HELPER,) if minor >= 5 else ()),
+        preprocessing_fn=minor >= 9,
+        feedback_saver=minor >= 5,
+        benchmark_choice=minor >= 8,
+        green_contexts=minor >= 10,
         search_space_config=True,
-    ),
+        caller="_use_template_for_cuda" if minor < 7 else "_use_template_for_gpu",
+    )
+
+
+_OLD = {
+    "sig": _OLD_GATE,
+    "sms_via": "torch.cuda.get_device_properties(index).multi_processor_count",
+}
+
+# Read from each release's source (see VersionEntry.source); the notes in docs/versions.md.
+VERSION_TABLE: dict[str, VersionEntry] = {
+    "2.4": _entry("2.4", "e4ee3be4063b", 973, **_OLD),
+    "2.5": _entry("2.5", "32f585d9346e", 1044, **_OLD),
+    "2.6": _entry("2.6", "2236df177080", 1117),
+    "2.7": _entry("2.7", "134179474539", 1230),
+    "2.8": _entry("2.8", "a1cb3cc05d46", 1416),
+    "2.9": _entry("2.9", "0fabc3ba4482", 1538),
+    "2.10": _entry("2.10", "449b17684101", 1659),
+    "2.11": _entry("2.11", "70d99e998b49", 1711),
+    "2.12": _entry("2.12", "7661cd9c6b84", 1697),
+    "2.13": _entry("2.13", "cf30153c4c13", 1933),
+    "2.14": _entry("2.14", "08187d9e0fba", 1785),
+    "2.15": _entry("2.15", "d0f2af8b66b2", 2122),
 }
 
 
@@ -92,6 +121,20 @@ class Plan:
     @property
     def tested(self) -> bool:
         return self.entry is not None
+
+    def missing_for(self, settings: Any) -> list[str]:
+        """Features the settings ask for that this torch cannot deliver (fail closed)."""
+        missing = []
+        if settings.verify and not self.hooks.get("benchmark_choice"):
+            missing.append("verification (needs AlgorithmSelectorCache.benchmark_choice, "
+                           "torch >= 2.8; pass verify=False to accept unverified templates)")
+        capped = settings.max_choices is not None or settings.budget_s is not None
+        if capped and not self.hooks.get("preprocessing_fn"):
+            missing.append("max_choices/budget_s (needs select_algorithm.add_preprocessing_fn, "
+                           "torch >= 2.9)")
+        if settings.simulate_sms is not None and not self.hooks.get("simulate_sms"):
+            missing.append("simulate_sms (needs runtime.hints.DeviceProperties.create)")
+        return missing
 
     def site_names(self) -> list[str]:
         return [f"{m.__name__}.{GATE_NAME}" for m in self.sites]
@@ -143,7 +186,8 @@ def build_plan(
         return plan
     plan.gate_owner, plan.gate = owner, gate
     candidates = [owner, *extra_sites]
-    candidates += [m for n, m in modules.items() if n.startswith("torch._inductor.")]
+    candidates += [m for n, m in modules.items()
+                   if n.startswith("torch._inductor.") or n == _TEST_HELPER]
     seen: set[int] = set()
     for module in candidates:
         if module is None or id(module) in seen:
@@ -173,6 +217,8 @@ def _import_sites(entry: VersionEntry | None) -> list[ModuleType]:
     """Import the modules that bind the gate by name, so they bind it *before* we patch."""
     found = []
     for name in entry.binding_sites if entry else ():
+        if name == _TEST_HELPER:
+            continue  # heavy test infrastructure: patched only when the user imported it
         try:
             found.append(importlib.import_module(name))
         except Exception:  # a listed module that fails to import is simply not a site
@@ -203,8 +249,13 @@ def current_plan(refresh: bool = False) -> Plan:
         return _plan
 
 
-def check_plan(plan: Plan, *, strict: bool) -> bool:
-    """Decide whether to patch: True to go on; warn once or raise (strict) otherwise."""
+def check_plan(plan: Plan, settings: Any) -> bool:
+    """Decide whether to patch: True to go on; warn once or raise (strict) otherwise.
+
+    Features the settings ask for but this torch lacks make the gate keep torch's own
+    answer (see gate.py): a warning, or UnsupportedTorchError with strict.
+    """
+    strict = settings.strict
     if not plan.supported:
         what = "; ".join(plan.problems)
         message = (
@@ -215,6 +266,16 @@ def check_plan(plan: Plan, *, strict: bool) -> bool:
             raise UnsupportedTorchError(message)
         _warn_once(message)
         return False
+    missing = plan.missing_for(settings)
+    if missing:
+        message = (
+            f"inductor_sm_override: torch {plan.torch_version} lacks "
+            + "; ".join(missing)
+            + ": the SM gate keeps torch's own answer while these are requested"
+        )
+        if strict:
+            raise UnsupportedTorchError(message)
+        _warn_once(message)
     if not plan.tested:
         _warn_once(
             f"inductor_sm_override: torch {plan.torch_version} is not in the tested version "

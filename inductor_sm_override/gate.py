@@ -68,8 +68,9 @@ def _make_gate(plan: Plan) -> Any:
             return wrapped(*args, **kwargs)
         import torch
 
-        if torch.version.hip:
-            return wrapped(*args, **kwargs)  # ROCm: torch's architecture rule, no SM check
+        if torch.version.hip or plan.missing_for(settings):
+            # ROCm: torch's architecture rule (no SM check). Missing hooks: fail closed.
+            return wrapped(*args, **kwargs)
         device = _device_of(args, kwargs)
         sms = sm_count(plan, device)
         threshold = torch_threshold(device.type)

@@ -48,7 +48,7 @@ def activate(layer: dict[str, Any]) -> Activation:
     hooks: list[Any] = []
     try:
         plan = compat.current_plan()
-        if compat.check_plan(plan, strict=settings.strict):
+        if compat.check_plan(plan, settings):
             PATCHES.acquire()
             patched = True
         for factory in list(BLOCK_HOOKS.values()):
@@ -103,7 +103,7 @@ class override:  # noqa: N801 - lower-case like contextlib.suppress: it is used 
 
     def __enter__(self) -> Settings:
         activation = activate(self._layer)
-        self._active.set(self._active.get() + (activation,))
+        self._active.set((*self._active.get(), activation))
         return activation.entry.effective
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -74,7 +74,7 @@ def push(layer: Mapping[str, Any]) -> Entry:
     stack = _STACK.get()
     below = stack[-1].effective if stack else _start()
     entry = Entry(next(_ids), dict(layer), below.merged(layer))
-    _STACK.set(stack + (entry,))
+    _STACK.set((*stack, entry))
     return entry
 
 

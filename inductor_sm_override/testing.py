@@ -59,7 +59,8 @@ def fake_cuda_device(sms: int = 46, *, major: int = 8, minor: int = 9, count: in
         (torch.cuda, "is_available", lambda: True),
         (torch.cuda, "current_device", lambda: 0),
         (di.CudaInterface, "get_device_properties", staticmethod(get_props)),
-        (di.CudaInterface, "get_compute_capability", staticmethod(lambda d=None: major * 10 + minor)),
+        (di.CudaInterface, "get_compute_capability",
+         staticmethod(lambda d=None: major * 10 + minor)),
         (di.CudaInterface.Worker, "get_device_properties", staticmethod(get_props)),
     ]
     saved = [(target, attr, vars(target)[attr]) for target, attr, _ in patches]

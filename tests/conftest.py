@@ -1,0 +1,62 @@
+"""Shared fixtures. No GPU is needed: a CUDA GPU is faked at the device-interface layer."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", os.path.join(os.getcwd(), ".pytest_cache", "inductor")
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fake_gpu():
+    """A 46-SM CUDA GPU (an RTX 4070-class part) as torch and Inductor see it."""
+    from inductor_sm_override.testing import fake_cuda_device
+
+    with fake_cuda_device(46) as props:
+        yield props
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_patched():
+    """Every test must end with torch exactly as it was: no patch, no active layer."""
+    import torch._inductor.utils as utils
+    from torch._inductor.runtime.hints import DeviceProperties
+
+    from inductor_sm_override import compat, state
+    from inductor_sm_override.override import PATCHES
+
+    gate = vars(utils)["is_big_gpu"]
+    create = vars(DeviceProperties)["create"]
+    yield
+    assert PATCHES.count == 0 and not PATCHES.installed
+    assert vars(utils)["is_big_gpu"] is gate
+    assert vars(DeviceProperties)["create"] is create
+    assert state.depth() == 0
+    assert compat is not None
+
+
+@pytest.fixture
+def cuda_layout():
+    import torch
+    from torch._inductor import ir
+
+    return ir.FixedLayout(torch.device("cuda", 0), torch.float16, [64, 64])
