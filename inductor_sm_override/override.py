@@ -15,9 +15,13 @@ from .settings import Settings
 
 
 def _build() -> list:
-    from .gate import build_patches
+    from . import autotune, cache, gate
 
-    return build_patches(compat.current_plan())
+    plan = compat.current_plan()
+    patches = gate.build_patches(plan)
+    if plan.selector is not None:
+        patches += autotune.build_patches(plan.selector)
+    return patches + cache.build_patches()
 
 
 def _edge() -> None:
@@ -28,9 +32,15 @@ def _edge() -> None:
 
 PATCHES = PatchSet(_build, _edge)
 
-# Per-block enter hooks (thread-local config patches, autotune hooks): name -> factory(settings)
-# returning a context manager or None. Later modules register theirs here.
-BLOCK_HOOKS: dict[str, Any] = {}
+def _block_config(settings: Settings) -> Any:
+    from .autotune import block_config
+
+    return block_config(settings)
+
+
+# Per-block enter hooks: name -> factory(settings) returning a context manager or None.
+# Entered in the thread that enters the block (Inductor's config.patch is thread-local).
+BLOCK_HOOKS: dict[str, Any] = {"inductor_config": _block_config}
 
 
 @dataclasses.dataclass

@@ -28,6 +28,15 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Append:
+    """Append ``item`` to the list ``owner.attr`` (hook lists); undone by removing it."""
+
+    owner: Any
+    attr: str
+    item: Any
+
+
+@dataclass(frozen=True)
 class _Undo:
     target: Any
     name: str
@@ -43,7 +52,7 @@ class PatchSet:
 
     def __init__(
         self,
-        build: Callable[[], Iterable[Patch]],
+        build: Callable[[], Iterable[Patch | Append]],
         on_edge: Callable[[], None] | None = None,
     ) -> None:
         self._build = build
@@ -77,6 +86,10 @@ class PatchSet:
     def _install(self) -> None:
         try:
             for patch in self._build():
+                if isinstance(patch, Append):
+                    getattr(patch.owner, patch.attr).append(patch.item)
+                    self._undo.append(_Undo(patch.owner, patch.attr, patch))
+                    continue
                 old = vars(patch.target).get(patch.name, _MISSING)
                 setattr(patch.target, patch.name, patch.new)
                 self._undo.append(_Undo(patch.target, patch.name, old))
@@ -90,7 +103,9 @@ class PatchSet:
         with self._lock:
             while self._undo:
                 undo = self._undo.pop()
-                if undo.old is _MISSING:
+                if isinstance(undo.old, Append):
+                    _remove(getattr(undo.target, undo.name, []), undo.old.item)
+                elif undo.old is _MISSING:
                     delattr(undo.target, undo.name)
                 else:
                     setattr(undo.target, undo.name, undo.old)
@@ -104,3 +119,11 @@ class PatchSet:
             self._on_edge()
         except Exception:  # clearing a cache must never break the user's block
             log.debug("cache clearing failed", exc_info=True)
+
+
+def _remove(items: list, item: Any) -> None:
+    """Remove ``item`` by identity (the user may have cleared or replaced the list)."""
+    for index, present in enumerate(items):
+        if present is item:
+            del items[index]
+            return

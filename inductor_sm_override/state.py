@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .budget import Budget
 from .settings import Settings
 
 _ids = itertools.count(1)
@@ -26,6 +27,7 @@ class Entry:
     id: int
     layer: Mapping[str, Any]
     effective: Settings
+    budget: Budget | None = None  # shared with inner blocks that do not set budget_s
 
 
 _STACK: contextvars.ContextVar[tuple[Entry, ...]] = contextvars.ContextVar(
@@ -39,6 +41,7 @@ class BaseLayer:
 
     settings: Settings
     source: str
+    budget: Budget | None = None
 
 
 _base: BaseLayer | None = None
@@ -64,16 +67,34 @@ def current() -> Settings | None:
     return layer.settings if layer is not None else None
 
 
-def _start() -> Settings:
+def current_budget() -> Budget | None:
+    """The budget of the innermost block (or env layer) that set budget_s, here."""
+    stack = _STACK.get()
+    if stack:
+        return stack[-1].budget
     layer = _base
-    return layer.settings if layer is not None else Settings()
+    return layer.budget if layer is not None else None
+
+
+def _start() -> tuple[Settings, Budget | None]:
+    layer = _base
+    if layer is None:
+        return Settings(), None
+    return layer.settings, layer.budget
+
+
+def _budget_for(layer: Mapping[str, Any], below: Budget | None) -> Budget | None:
+    if "budget_s" not in layer:
+        return below
+    seconds = layer["budget_s"]
+    return None if seconds is None else Budget(seconds)
 
 
 def push(layer: Mapping[str, Any]) -> Entry:
     """Activate a block's layer on top of what is in force here; inner fields win."""
     stack = _STACK.get()
-    below = stack[-1].effective if stack else _start()
-    entry = Entry(next(_ids), dict(layer), below.merged(layer))
+    below, budget = (stack[-1].effective, stack[-1].budget) if stack else _start()
+    entry = Entry(next(_ids), dict(layer), below.merged(layer), _budget_for(layer, budget))
     _STACK.set((*stack, entry))
     return entry
 
@@ -85,11 +106,12 @@ def pop(entry: Entry) -> None:
     if len(kept) == len(stack):
         return
     rebuilt: list[Entry] = []
-    below = _start()
+    below, budget = _start()
     for e in kept:
-        e = Entry(e.id, e.layer, below.merged(e.layer))
+        own = e.budget if "budget_s" in e.layer else budget
+        e = Entry(e.id, e.layer, below.merged(e.layer), own)
         rebuilt.append(e)
-        below = e.effective
+        below, budget = e.effective, e.budget
     _STACK.set(tuple(rebuilt))
 
 

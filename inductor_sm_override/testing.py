@@ -87,3 +87,82 @@ def _clear_device_caches() -> None:
         clear = getattr(func, "cache_clear", None)
         if callable(clear):
             clear()
+
+
+# --- fault injection -----------------------------------------------------------------------
+
+FAULT_MODES = ("wrong", "nan", "raise", "none")
+
+
+class FaultyChoice:
+    """Marker base; the real proxy class is built lazily (wrapt.ObjectProxy subclass)."""
+
+
+def _faulty_proxy_class() -> type:
+    import wrapt
+
+    class _FaultyChoice(wrapt.ObjectProxy, FaultyChoice):
+        """A template choice whose timed output is corrupted, optionally claiming to be fastest."""
+
+        def __init__(self, wrapped: Any, mode: str, claim_ms: float | None) -> None:
+            super().__init__(wrapped)
+            self._self_mode = mode
+            self._self_claim_ms = claim_ms
+
+        def benchmark(self, *args: Any, out: Any) -> float:
+            if self._self_mode == "raise":
+                raise RuntimeError("injected fault: kernel failed")
+            timing = self.__wrapped__.benchmark(*args, out=out)
+            if self._self_mode == "wrong":
+                out.mul_(1.5).add_(1.0)
+            elif self._self_mode == "nan":
+                out.fill_(float("nan"))
+            return timing if self._self_claim_ms is None else self._self_claim_ms
+
+    return _FaultyChoice
+
+
+@contextlib.contextmanager
+def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = True,
+                  templates_only: bool = True) -> Iterator[list[str]]:
+    """Corrupt the timed output of autotune choices whose name matches ``pattern``.
+
+    ``mode``: "wrong" (values scaled and shifted), "nan" (all NaN), "raise" (the benchmark
+    raises), "none" (only claim speed). ``fastest=True`` makes the faulty choice report a
+    near-zero time so that, unverified, it wins. Yields the list of names it corrupted.
+    Works through Inductor's preprocessing-fn hook (torch >= 2.9).
+    """
+    import re
+
+    from torch._inductor import select_algorithm
+
+    if mode not in FAULT_MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {FAULT_MODES}")
+    regex = re.compile(pattern)
+    proxy = _faulty_proxy_class()
+    corrupted: list[str] = []
+
+    def corrupt(choices: list[Any]) -> list[Any]:
+        out = []
+        for choice in choices:
+            name = str(getattr(choice, "name", ""))
+            extern = select_algorithm.AlgorithmSelectorCache._is_extern(choice)
+            if regex.search(name) and not (templates_only and extern):
+                corrupted.append(name)
+                choice = proxy(choice, mode, 1e-6 if fastest else None)
+            out.append(choice)
+        return out
+
+    import torch._inductor.config as config
+
+    cache = select_algorithm.get_algorithm_selector_cache()
+    cache.preprocessing_fns.insert(0, corrupt)
+    no_caches = {k: False for k in ("autotune_local_cache", "autotune_remote_cache")
+                 if hasattr(config, k)}  # faulty timings must never be stored
+    try:
+        with config.patch(no_caches):
+            yield corrupted
+    finally:
+        from .patching import _remove
+
+        _remove(cache.preprocessing_fns, corrupt)
