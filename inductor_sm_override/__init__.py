@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checked import compile
 from .errors import SettingsError, UnsupportedTorchError
 from .override import override, status
 from .settings import Settings
@@ -18,9 +19,26 @@ __all__ = [
     "SettingsError",
     "UnsupportedTorchError",
     "__version__",
+    "clear_decisions",
+    "compile",
+    "decisions",
     "override",
     "status",
 ]
+
+
+def decisions() -> list[dict[str, Any]]:
+    """The 'autotune' events of the ops autotuned in this process (oldest first)."""
+    from .autotune import records
+
+    return [record.as_event() for record in records()]
+
+
+def clear_decisions() -> None:
+    """Forget the recorded autotune decisions."""
+    from .autotune import clear_records
+
+    clear_records()
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: later public names load on first use

@@ -178,9 +178,16 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
         args, kwargs = _bound_timeout(wrapped, args, kwargs, bound, record.budget.remaining)
     token = _CURRENT_OP.set(record)
     try:
-        return wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
     finally:
         _CURRENT_OP.reset(token)
+    chosen = result[1] if isinstance(result, tuple) and len(result) == 2 else None
+    if record.seconds is None and chosen is not None:
+        # Selected without the feedback saver (a sole choice, a deterministic pick, a
+        # cache hit): close the record here. Deferred selections close in feedback().
+        record.winner = record.winner or _choice_name(chosen)
+        _close(record)
+    return result
 
 
 def _bound_timeout(wrapped: Any, args: tuple, kwargs: dict, bound: dict,
@@ -361,7 +368,7 @@ def feedback(timings: dict[Any, float], name: str, input_nodes: Any, choices: An
              *rest: Any) -> None:
     """Close the op's record; drop rejected choices from the timings Inductor keeps."""
     record = next((getattr(c, TAG, None) for c in (choices or ()) if hasattr(c, TAG)), None)
-    if record is None:
+    if record is None or record.seconds is not None:
         return
     for choice, timing in timings.items():
         label = _choice_name(choice)
@@ -374,11 +381,15 @@ def feedback(timings: dict[Any, float], name: str, input_nodes: Any, choices: An
         record.winner = _choice_name(best)
         for choice in [c for c in timings if _choice_name(c) in record.rejected]:
             del timings[choice]  # deferred (multi-template/fusion) paths never see them
-    now = time.perf_counter()
-    record.seconds = record.autotune_s or (now - record.started)
+    _close(record)
+
+
+def _close(record: OpRecord) -> None:
+    """Finish a record: its time, the budget settlement, the listeners."""
+    record.seconds = record.autotune_s or (time.perf_counter() - record.started)
     if record.budget is not None:
         run = sum(1 for v in record.timings.values() if v is not None) + len(record.rejected)
-        record.budget.settle(record.reserved_s, record.seconds, run)
+        record.budget.settle(record.reserved_s, record.seconds if run else 0.0, run)
         record.reserved_s = 0.0
     record._references.clear()
     with _records_lock:

@@ -54,7 +54,7 @@ def compare(actual: Any, expected: Any, rtol: float | None = None,
     """
     import torch
 
-    d_rtol, d_atol_rel = default_tolerances(expected.dtype)
+    d_rtol, d_atol_rel = default_tolerances(actual.dtype)  # the checked kernel's precision
     rtol = d_rtol if rtol is None else rtol
     if tuple(actual.shape) != tuple(expected.shape):
         return Check(False, math.inf, math.inf, rtol, atol or 0.0,

@@ -6,9 +6,11 @@ import os
 
 import pytest
 
-os.environ.setdefault(
-    "TORCHINDUCTOR_CACHE_DIR", os.path.join(os.getcwd(), ".pytest_cache", "inductor")
-)
+import tempfile
+
+# A fresh Inductor cache per test session: cached graphs or autotune results from an
+# earlier run would skip the very autotuning these tests observe.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="iso-inductor-"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -60,3 +62,15 @@ def cuda_layout():
     from torch._inductor import ir
 
     return ir.FixedLayout(torch.device("cuda", 0), torch.float16, [64, 64])
+
+
+@pytest.fixture
+def cpu_model():
+    """A small plain-torch MLP (two GEMMs) and an input, for real CPU autotuning."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 32)
+    ).eval()
+    return model, torch.randn(16, 64)

@@ -1,0 +1,50 @@
+"""Verification of forced kernels with real CPU autotuning and injected faults."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cpu_compile import compile_under
+
+from inductor_sm_override.testing import inject_faults
+
+pytestmark = pytest.mark.slow
+
+
+def _faulty_run(model, x, mode, **settings):
+    with inject_faults("cpp_", mode) as corrupted:
+        out, _code, events = compile_under(model, x, **settings)
+    assert corrupted, "the fault injection must have hit the template choices"
+    return out, events, corrupted
+
+
+def test_unverified_wrong_fastest_choice_wins_sanity_baseline(cpu_model):
+    model, x = cpu_model
+    _out, events, corrupted = _faulty_run(model, x, "wrong", verify=False)
+    assert [e["winner"] for e in events] == corrupted  # the injection really works
+    assert all(e["rejected"] == {} for e in events)
+
+
+@pytest.mark.parametrize("mode, reason", [("wrong", "mismatch vs extern _mkl_linear"),
+                                          ("nan", "NaN/Inf values where the reference"),
+                                          ("raise", "RuntimeError: injected fault")])
+def test_verified_block_rejects_faulty_choice_and_compiles_right(cpu_model, mode, reason):
+    model, x = cpu_model
+    out, events, corrupted = _faulty_run(model, x, mode, verify=True)
+    for event, bad in zip(events, corrupted, strict=True):
+        assert event["winner"] == "_mkl_linear"
+        assert reason in event["rejected"][bad]
+        assert event["timings"][bad] is None
+    torch.testing.assert_close(out, model(x))
+
+
+def test_torch_verify_assertion_rejects_instead_of_aborting(cpu_model, monkeypatch):
+    from torch._inductor import select_algorithm
+
+    model, x = cpu_model
+    monkeypatch.setattr(select_algorithm, "VERIFY", {"atol": 1e-9, "rtol": 1e-9})
+    out, events, corrupted = _faulty_run(model, x, "wrong", verify=False)
+    for event, bad in zip(events, corrupted, strict=True):
+        assert event["rejected"][bad].startswith("AssertionError")
+        assert event["winner"] == "_mkl_linear"
+    torch.testing.assert_close(out, model(x))
