@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
-
-import tempfile
 
 # A fresh Inductor cache per test session: cached graphs or autotune results from an
 # earlier run would skip the very autotuning these tests observe.

@@ -1,0 +1,115 @@
+"""Caches stay honest across settings: FX graph cache across processes, the lazy trap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import inductor_sm_override as iso
+
+PROBE = Path(__file__).with_name("cache_probe.py")
+
+
+def _probe(cache_dir: Path, spec) -> dict:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir)}
+    out = subprocess.run([sys.executable, str(PROBE), json.dumps(spec)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_fx_graph_cache_never_crosses_settings(tmp_path):
+    steps = [
+        ("plain", "miss"),
+        ({}, "miss"),  # plain -> override: the plain graph is not served inside the block
+        ({}, "hit"),  # the same settings in a new process still hit
+        ({"max_choices": 1}, "miss"),  # different settings
+        ({"verify": False}, "miss"),  # unverified vs verified
+        ({"simulate_sms": 46}, "miss"),
+        ({"report": str(tmp_path / "r.jsonl")}, "hit"),  # the report changes no code
+        ("plain", "hit"),  # plain is still plain
+    ]
+    for spec, expected in steps:
+        counts = _probe(tmp_path / "cache", spec)
+        assert counts["bypass"] == 0, counts
+        assert counts[expected] == 1, (spec, expected, counts)
+
+
+@pytest.mark.slow
+def test_graph_compiled_under_the_override_is_not_served_plain(tmp_path):
+    assert _probe(tmp_path / "cache", {})["miss"] == 1
+    assert _probe(tmp_path / "cache", "plain")["miss"] == 1
+
+
+def test_settings_key_ignores_only_what_changes_no_code():
+    from inductor_sm_override.cache import settings_key
+
+    base = iso.Settings()
+    assert settings_key(base) == settings_key(iso.Settings(report="x.jsonl", quiet=True))
+    for change in ({"min_sms": 40}, {"max_choices": 8}, {"verify": False},
+                   {"simulate_sms": 46}, {"search_space": "EXHAUSTIVE"}, {"rtol": 0.1}):
+        assert settings_key(base) != settings_key(iso.Settings(**change)), change
+    assert settings_key(None) != settings_key(base)
+
+
+def test_user_post_grad_pass_still_runs_and_keeps_its_uuid():
+    import torch._inductor.config as config
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    ran = []
+
+    class Mine(CustomGraphPass):
+        def __call__(self, graph):
+            ran.append(graph)
+
+        def uuid(self):
+            return "mine-v1"
+
+    with config.patch(post_grad_custom_post_pass=Mine()):
+        with iso.override():
+            salted = config.post_grad_custom_post_pass
+            assert salted is not None and salted.uuid()[0] == ("mine-v1",)
+            salted("graph")
+        assert ran == ["graph"]
+        assert isinstance(config.post_grad_custom_post_pass, Mine)
+    assert config.post_grad_custom_post_pass is None
+
+
+@pytest.mark.slow
+def test_lazy_compile_trap_is_reported_once(cpu_model):
+    model, x = cpu_model
+    torch._dynamo.reset()
+    compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
+    with torch.no_grad():
+        compiled(x)  # compiled before the block: keeps its kernels inside it
+        with warnings.catch_warnings(record=True) as caught, iso.override():
+            warnings.simplefilter("always")
+            compiled(x)
+            compiled(x)
+    trap = [w for w in caught if "compiled outside any override block" in str(w.message)]
+    assert len(trap) == 1 and "torch._dynamo.reset()" in str(trap[0].message)
+
+
+@pytest.mark.slow
+def test_compiled_inside_and_iso_compile_do_not_warn(cpu_model):
+    model, x = cpu_model
+    torch._dynamo.reset()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with iso.override():
+            compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
+            compiled(x)
+            compiled(x)
+        torch._dynamo.reset()
+        checked = iso.compile(model, (x,))
+        checked(x)
+        checked.release()
+    assert checked.used == "override"
