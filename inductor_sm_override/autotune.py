@@ -186,7 +186,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
         # Selected without the feedback saver (a sole choice, a deterministic pick, a
         # cache hit): close the record here. Deferred selections close in feedback().
         record.winner = record.winner or _choice_name(chosen)
-        _close(record)
+        _close(record, benchmarked=False)
     return result
 
 
@@ -384,9 +384,16 @@ def feedback(timings: dict[Any, float], name: str, input_nodes: Any, choices: An
     _close(record)
 
 
-def _close(record: OpRecord) -> None:
-    """Finish a record: its time, the budget settlement, the listeners."""
-    record.seconds = record.autotune_s or (time.perf_counter() - record.started)
+def _close(record: OpRecord, benchmarked: bool = True) -> None:
+    """Finish a record: its time, the budget settlement, the listeners.
+
+    The time is what precompiling and benchmarking took (the do_autotuning wrapper), or,
+    on torch without that method, the time since the op was opened.
+    """
+    if benchmarked:
+        record.seconds = record.autotune_s or (time.perf_counter() - record.started)
+    else:
+        record.seconds = record.autotune_s
     if record.budget is not None:
         run = sum(1 for v in record.timings.values() if v is not None) + len(record.rejected)
         record.budget.settle(record.reserved_s, record.seconds if run else 0.0, run)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import threading
 
-# Before anything was measured in a block, assume a template choice costs this much
-# (precompile + benchmark). Triton templates on a GPU: ~0.3-1 s; CPU C++ templates: ~1.5 s.
-PRIOR_S_PER_CHOICE = 1.0
-FIRST_OP_SHARE = 0.5  # the first op may plan to use at most this share of the budget
+# Before anything was measured in a block, assume a choice costs this much (precompile +
+# benchmark). Measured: Triton GEMM templates on an H100 ~0.05-1 s each (DESIGN.md); the
+# CPU C++ template ~0.13 s each with MKL (benchmarks/results/compile_budget-cpu-*).
+PRIOR_S_PER_CHOICE = 0.5
+FIRST_OP_SHARE = 0.5  # before any measurement an op may plan at most this share (or one
+# template + the extern at the prior cost, whichever is more)
 
 
 class Budget:
@@ -47,9 +49,9 @@ class Budget:
         """How many of ``templates`` the next op may benchmark, and the seconds reserved."""
         with self._lock:
             available = self.remaining
-            if self._measured_choices == 0:
-                available = min(available, self.total * FIRST_OP_SHARE)
             unit = self.per_choice
+            if self._measured_choices == 0:  # nothing measured yet: a conservative share
+                available = min(available, max(self.total * FIRST_OP_SHARE, 2 * unit))
             if available <= 0 or templates <= 0:
                 allowed = 0
             else:

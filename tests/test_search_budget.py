@@ -103,6 +103,9 @@ def test_budget_first_op_gets_a_conservative_share():
     b = budget.Budget(10.0)
     allowed, reserved = b.allowance(100)
     assert allowed == int(10.0 * budget.FIRST_OP_SHARE // budget.PRIOR_S_PER_CHOICE) - 1
+    small = budget.Budget(2 * budget.PRIOR_S_PER_CHOICE)
+    assert small.allowance(100)[0] == 1  # a small budget still tries one template first
+    assert budget.Budget(0.9 * budget.PRIOR_S_PER_CHOICE).allowance(100)[0] == 0
     assert reserved == pytest.approx((allowed + 1) * budget.PRIOR_S_PER_CHOICE)
     assert b.remaining == pytest.approx(10.0 - reserved)
 
