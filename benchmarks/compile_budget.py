@@ -83,7 +83,7 @@ def main() -> int:
         row["autotune_vs_uncapped"] = round(row["autotune_s"] / base["autotune_s"], 3) \
             if base["autotune_s"] else None
         row["speed_vs_uncapped"] = round(base["model_ms"] / row["model_ms"], 3)
-        print(f"{str(row['settings']):45s} autotune {row['autotune_s']:7.2f} s "
+        print(f"{row['settings']!s:45s} autotune {row['autotune_s']:7.2f} s "
               f"({row['autotune_vs_uncapped']}x)  model {row['model_ms']:.3f} ms "
               f"({row['speed_vs_uncapped']}x speed)  templates {row['templates_benchmarked']}"
               + (f"  budget kept: {row['budget_kept']}" if "budget_kept" in row else ""))

@@ -1,18 +1,27 @@
 """Let torch.compile's max-autotune use Triton GEMM templates on mid-size GPUs, safely.
 
-Importing this package imports no torch and patches nothing.
+Importing this package imports no torch, patches nothing, and loads its submodules only
+when a name is first used (the start-up hook imports it at interpreter start).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
-from .checked import compile
-from .errors import SettingsError, UnsupportedTorchError
-from .override import override, status
-from .settings import Settings
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~2 ms at start-up
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Settings": "settings",
+    "SettingsError": "errors",
+    "UnsupportedTorchError": "errors",
+    "override": "block",
+    "status": "block",
+    "compile": "checked",
+    "decisions": "autotune",
+    "clear_decisions": "autotune",
+}
 
 __all__ = [
     "Settings",
@@ -26,20 +35,22 @@ __all__ = [
     "status",
 ]
 
-
-def decisions() -> list[dict[str, Any]]:
-    """The 'autotune' events of the ops autotuned in this process (oldest first)."""
-    from .autotune import records
-
-    return [record.as_event() for record in records()]
-
-
-def clear_decisions() -> None:
-    """Forget the recorded autotune decisions."""
-    from .autotune import clear_records
-
-    clear_records()
+if TYPE_CHECKING:
+    from .autotune import clear_decisions, decisions
+    from .block import override, status
+    from .checked import compile
+    from .errors import SettingsError, UnsupportedTorchError
+    from .settings import Settings
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: later public names load on first use
-    raise AttributeError(f"module 'inductor_sm_override' has no attribute {name!r}")
+def __getattr__(name: str) -> object:  # PEP 562
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inductor_sm_override' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -116,6 +116,16 @@ class OpRecord:
         return event
 
 
+def decisions() -> list[dict[str, Any]]:
+    """The 'autotune' events of the ops autotuned in this process (oldest first)."""
+    return [record.as_event() for record in records()]
+
+
+def clear_decisions() -> None:
+    """Forget the recorded autotune decisions."""
+    clear_records()
+
+
 def records() -> list[OpRecord]:
     """Records of the autotuned ops finished in this process (oldest first)."""
     with _records_lock:

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .override import PATCHES, activate, deactivate
+from .block import PATCHES, activate, deactivate
 from .settings import Settings
 from .verify import compare
 

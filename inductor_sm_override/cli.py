@@ -1,11 +1,78 @@
-"""The ``inductor-sm-override`` command."""
+"""The ``inductor-sm-override`` command (also ``python -m inductor_sm_override``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .errors import SettingsError
+    from .launcher import exec_command, run_env
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("inductor-sm-override run: give the command after --", file=sys.stderr)
+        return 2
+    options = {
+        "min_sms": args.min_sms, "max_choices": args.max_choices, "budget_s": args.budget_s,
+        "verify": False if args.no_verify else None, "rtol": args.rtol, "atol": args.atol,
+        "report": args.report, "simulate_sms": args.simulate_sms,
+        "search_space": args.search_space, "strict": True if args.strict else None,
+        "quiet": True if args.quiet else None,
+    }
+    try:
+        env = run_env(options, os.environ)
+    except SettingsError as exc:
+        print(f"inductor-sm-override run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        exec_command(command, env)
+    except OSError as exc:
+        print(f"inductor-sm-override run: cannot run {command[0]!r}: {exc}", file=sys.stderr)
+        return 127
+    return 0  # not reached: exec replaced this process
+
+
+def _cmd_hook(args: argparse.Namespace) -> int:
+    from .launcher import hook_status, install_pth, site_dirs, uninstall_pth
+
+    if args.action == "status":
+        info = hook_status(os.environ)
+        if args.json:
+            print(json.dumps(info, indent=2))
+            return 0
+        where = ", ".join(info["pth_files"]) or "not installed"
+        print(f"start-up hook (.pth): {where}")
+        if info["pth_installed"] and not info["pth_current"]:
+            print("  (out of date: run `inductor-sm-override hook install`)")
+        print(f"python: {info['python']}")
+        if not info["variables"]:
+            print("variables: none set (the override is off; the hook costs nothing)")
+        for name, value in info["variables"].items():
+            print(f"variable: {name}={value}")
+        if info["error"]:
+            print(f"error: {info['error']}")
+        else:
+            print(f"override from environment: {'on' if info['enabled'] else 'off'}")
+            if info["settings"]:
+                print(f"settings: {info['settings']}")
+        return 0
+    directory = Path(args.site_dir) if args.site_dir else site_dirs()[0]
+    try:
+        done = install_pth(directory) if args.action == "install" else uninstall_pth(directory)
+    except PermissionError as exc:
+        print(f"inductor-sm-override hook {args.action}: refused: {exc} "
+              "(use a virtual environment you own, or --site-dir)", file=sys.stderr)
+        return 1
+    print(done)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -31,10 +98,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .override import status
+    from .block import status
 
     print(json.dumps(status(), indent=2, default=str))
     return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run", help="run a command with the override switched on through the environment",
+        description="Set INDUCTOR_SM_OVERRIDE=1 and the variables for the given options, "
+        "then exec CMD (its exit status and signals are passed through). "
+        "Example: inductor-sm-override run --min-sms 40 -- torchrun train.py",
+    )
+    run.add_argument("--min-sms", type=int)
+    run.add_argument("--max-choices", type=int)
+    run.add_argument("--budget-s", type=float)
+    run.add_argument("--no-verify", action="store_true")
+    run.add_argument("--rtol", type=float)
+    run.add_argument("--atol", type=float)
+    run.add_argument("--report")
+    run.add_argument("--simulate-sms", type=int)
+    run.add_argument("--search-space", choices=["DEFAULT", "EXHAUSTIVE"])
+    run.add_argument("--strict", action="store_true")
+    run.add_argument("--quiet", action="store_true")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS")
+    run.set_defaults(func=_cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inductor-sm-override",
         description="Triton GEMM templates for torch.compile max-autotune on mid-size GPUs.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="name", required=True)
+    _add_run(sub)
+    hook = sub.add_parser("hook", help="the environment-variable start-up hook (.pth)")
+    hook.add_argument("action", choices=["status", "install", "uninstall"])
+    hook.add_argument("--site-dir", help="site directory for install/uninstall "
+                      "(default: this interpreter's site-packages)")
+    hook.add_argument("--json", action="store_true", help="status as JSON")
+    hook.set_defaults(func=_cmd_hook)
     demo = sub.add_parser("demo", help="compile a small real model under the override")
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None,
                       help="default: cpu, plus cuda when a GPU is present")

@@ -43,7 +43,7 @@ def nothing_left_patched():
     from torch._inductor.runtime.hints import DeviceProperties
 
     from inductor_sm_override import compat, state
-    from inductor_sm_override.override import PATCHES
+    from inductor_sm_override.block import PATCHES
 
     gate = vars(utils)["is_big_gpu"]
     create = vars(DeviceProperties)["create"]

@@ -12,7 +12,7 @@ import pytest
 
 import inductor_sm_override as iso
 from inductor_sm_override import compat
-from inductor_sm_override.override import PATCHES
+from inductor_sm_override.block import PATCHES
 
 
 def _gate_module(gate) -> ModuleType:
