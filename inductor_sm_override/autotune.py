@@ -103,6 +103,7 @@ class OpRecord:
             "kept": self.kept,
             "capped": sorted(n for n, why in self.dropped.items() if why == "cap"),
             "budget_dropped": sorted(n for n, why in self.dropped.items() if why == "budget"),
+            "externs": [_choice_name(c) for c in self.externs],
             "timings": self.timings,
             "winner": self.winner,
             "rejected": self.rejected,
@@ -409,6 +410,9 @@ def _close(record: OpRecord, benchmarked: bool = True) -> None:
         record.budget.settle(record.reserved_s, record.seconds if run else 0.0, run)
         record.reserved_s = 0.0
     record._references.clear()
+    from .report import on_autotune
+
+    on_autotune(record.as_event(), record.settings)
     with _records_lock:
         _records.append(record)
         del _records[:-MAX_RECORDS]

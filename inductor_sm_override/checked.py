@@ -227,6 +227,13 @@ def compile(
                                         ref_name, "fallback: no compiled stage passed"))
     if result.used == "override":
         result._hold_patches()
+    else:
+        from .report import emit
+
+        failed = next((c for c in result.checks if c.stage == "override"), None)
+        emit(tol, {"event": "fallback", "used": result.used,
+                   "reason": failed.reason if failed else "",
+                   "checks": [c.as_dict() for c in result.checks]})
     return result
 
 

@@ -77,6 +77,7 @@ def _cmd_hook(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .report import format_table, read_events, summarize
 
     devices = [args.device] if args.device else ["cpu"]
     if not args.device:
@@ -84,17 +85,57 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             devices.append("cuda")
-    for device in devices:
-        result = run_demo(device)
-        print(f"demo on {device}: compiled in {result['compile_s']} s, "
-              f"max |compiled - eager| = {result['max_abs_err']:.3g}")
+    runs = [(d, None) for d in devices] + [("cuda", 46)] * ("cuda" in devices)
+    for device, simulate in runs:
+        label = f"{device}" + (f", simulating {simulate} SMs" if simulate else "")
+        report = str(Path(args.out) / f"demo-{device}{'-sim' + str(simulate) if simulate else ''}"
+                     ".jsonl")
+        if Path(report).exists():
+            Path(report).unlink()
+        result = run_demo(device, report=report, simulate_sms=simulate)
+        print(f"demo on {label}: compiled in {result['compile_s']} s, "
+              f"max |compiled - eager| = {result['max_abs_err']:.3g}, report {report}")
         gate = result["gate"]
         if gate:
             print(f"  gate: {gate['device']} has {gate['sms']} SMs; torch says "
-                  f"{gate['torch_answer']}, with the override {gate['answer']}")
+                  f"{'templates' if gate['torch_answer'] else 'gated'}, with the override "
+                  f"{'templates' if gate['answer'] else 'gated'}")
         else:
-            print("  gate: not consulted (no GPU GEMM was lowered)")
+            print("  gate: not consulted (CPU: Inductor's C++ GEMM template is not gated)")
+        events, _errors = read_events(report)
+        print("  " + format_table(summarize(events)).replace("\n", "\n  "))
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import collect, format_text
+
+    info = collect(args.min_sms)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_text(info))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import format_table, plot, read_events, summarize
+
+    try:
+        events, errors = read_events(args.log)
+    except OSError as exc:
+        print(f"inductor-sm-override report: cannot read {args.log}: {exc}", file=sys.stderr)
+        return 2
+    for error in errors:
+        print(f"inductor-sm-override report: {error}", file=sys.stderr)
+    summary = summarize(events)
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_table(summary))
+    if args.plot:
+        try:
+            plot(events, args.plot)
+        except ImportError:
+            print("inductor-sm-override report: --plot needs matplotlib: "
+                  "pip install 'inductor-sm-override[plot]'", file=sys.stderr)
+            return 2
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -139,10 +180,31 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: this interpreter's site-packages)")
     hook.add_argument("--json", action="store_true", help="status as JSON")
     hook.set_defaults(func=_cmd_hook)
-    demo = sub.add_parser("demo", help="compile a small real model under the override")
+    demo = sub.add_parser("demo", help="compile a small real model under the override",
+                          description="Compile a small MLP with mode=max-autotune-no-cudagraphs "
+                          "inside iso.override(verify=True, report=...), then show the report. "
+                          "On a GPU also a run with simulate_sms=46.")
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None,
                       help="default: cpu, plus cuda when a GPU is present")
+    demo.add_argument("--out", default="runs", help="folder for the reports (default: runs)")
     demo.set_defaults(func=_cmd_demo)
+    doctor = sub.add_parser("doctor", help="versions, support, GPUs and what the gate says",
+                            description="Report torch/triton/python versions and support, "
+                            "every GPU with its SMs and the gate's answer (torch's, with the "
+                            "override, and at --min-sms), the binding sites, the start-up "
+                            "hook, the INDUCTOR_SM_OVERRIDE* variables, and Inductor config.")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--min-sms", type=int, default=None)
+    doctor.set_defaults(func=_cmd_doctor)
+    report = sub.add_parser("report", help="summarize a JSONL decision log",
+                            description="A table per autotuned op (winner, best template vs "
+                            "extern time and speed-up, choices run/capped/rejected, seconds) "
+                            "and totals. Malformed lines are reported with their line number "
+                            "and skipped (exit status 1).")
+    report.add_argument("log")
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--plot", metavar="OUT.png", help="timings per op (needs matplotlib)")
+    report.set_defaults(func=_cmd_report)
     stat = sub.add_parser("status", help="print iso.status() as JSON")
     stat.set_defaults(func=_cmd_status)
     return parser

@@ -22,19 +22,22 @@ def run_demo(device: str = "cpu", **settings: Any) -> dict[str, Any]:
 
     On CPU Inductor's freezing path is switched on (for the block only) so that its
     C++ GEMM template really competes with MKL, which is what autotuning needs there.
+    Settings given as None are left out.
     """
     import torch
     import torch._inductor.config as inductor_config
 
-    from . import override
+    from .block import override
     from .gate import _gate_listeners
 
+    settings = {k: v for k, v in settings.items() if v is not None}
     torch.manual_seed(0)
     dtype = torch.float16 if device == "cuda" else torch.float32
     model = demo_model().to(device=device, dtype=dtype).eval()
     x = torch.randn(32, 64, device=device, dtype=dtype)
     gates: list[dict[str, Any]] = []
     _gate_listeners.append(gates.append)
+    torch._dynamo.reset()
     started = time.perf_counter()
     try:
         with torch.no_grad(), inductor_config.patch(freezing=True), override(**settings):

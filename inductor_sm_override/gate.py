@@ -75,13 +75,14 @@ def _make_gate(plan: Plan) -> Any:
         sms = sm_count(plan, device)
         threshold = torch_threshold(device.type)
         verdict = sms >= settings.min_sms
-        _note(device, sms, settings.min_sms, threshold, verdict)
+        _note(device, sms, settings.min_sms, threshold, verdict, settings)
         return verdict
 
     return gate
 
 
-def _note(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool) -> None:
+def _note(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool,
+          settings: Any) -> None:
     event = {
         "event": "gate",
         "device": str(device),
@@ -91,6 +92,9 @@ def _note(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool) ->
         "torch_answer": sms >= threshold,
         "answer": verdict,
     }
+    from .report import on_gate
+
+    on_gate(event, settings)
     for listener in list(_gate_listeners):
         try:
             listener(event)

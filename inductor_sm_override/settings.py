@@ -109,7 +109,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "simulate_sms": (_check_int(1), True),
     "strict": (_check_bool, False),
     "search_space": (_check_search_space, True),
-    "quiet": (_check_bool, False),
+    "quiet": (_check_bool, True),
 }
 
 
@@ -158,7 +158,7 @@ class Settings:
     simulate_sms: int | None = None
     strict: bool = False
     search_space: str | None = None
-    quiet: bool = False
+    quiet: bool | None = None  # None: progress lines only when stderr is a terminal
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -1,0 +1,110 @@
+"""``inductor-sm-override doctor``: why is this GPU gated, and what would the override change?"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+CONFIG_KEYS = ("max_autotune", "max_autotune_gemm", "max_autotune_gemm_backends",
+               "max_autotune_gemm_search_space", "autotune_in_subproc", "autotune_local_cache",
+               "fx_graph_cache", "benchmark_epilogue_fusion")
+
+
+def _gate_answers(index: int, min_sms: int | None) -> dict[str, Any]:
+    """torch's answer, the override's (min_sms=0), and at ``min_sms``, for GPU ``index``."""
+    import torch._inductor.utils as utils
+
+    from .block import override
+
+    def ask() -> bool:
+        utils.is_big_gpu.cache_clear()
+        return bool(utils.is_big_gpu(index))
+
+    answers = {"torch": ask()}
+    with override(min_sms=0, verify=False, quiet=True):
+        answers["override"] = ask()
+    if min_sms is not None:
+        with override(min_sms=min_sms, verify=False, quiet=True):
+            answers[f"min_sms={min_sms}"] = ask()
+    utils.is_big_gpu.cache_clear()
+    return answers
+
+
+def collect(min_sms: int | None = None) -> dict[str, Any]:
+    """Everything doctor reports, as a JSON-able dict. Works without a GPU."""
+    import logging
+
+    import torch
+    import torch._inductor.config as config
+
+    from . import __version__, compat
+    from .launcher import hook_status
+
+    plan = compat.current_plan()
+    info: dict[str, Any] = {
+        "package": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "hip": torch.version.hip,
+        "support": plan.describe(),
+        "version_table_entry": None if plan.entry is None else plan.entry.source,
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    gpus = []
+    if torch.cuda.is_available():
+        quiet = logging.getLogger("torch._inductor.utils")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # torch's "Not enough SMs" warning: we report it
+        try:
+            for index in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(index)
+                gpus.append({"index": index, "name": props.name,
+                             "sms": props.multi_processor_count,
+                             "capability": f"{props.major}.{props.minor}",
+                             "gate": _gate_answers(index, min_sms) if plan.supported else None})
+        finally:
+            quiet.setLevel(level)
+    info["gpus"] = gpus
+    info["hook"] = hook_status(os.environ)
+    info["inductor_config"] = {k: getattr(config, k, None) for k in CONFIG_KEYS}
+    return info
+
+
+def format_text(info: dict[str, Any]) -> str:
+    support = info["support"]
+    lines = [
+        f"inductor_sm_override {info['package']}  python {info['python']}  torch {info['torch']}"
+        f"  triton {info['triton'] or '-'}  cuda {info['cuda'] or '-'}",
+        f"torch support: {'supported' if support['supported'] else 'NOT supported'}"
+        f"{'' if support['tested'] else ' (untested release: layout matches)'}"
+        + (f"; problems: {'; '.join(support['problems'])}" if support["problems"] else ""),
+        f"binding sites that would be patched: {', '.join(support['sites']) or 'none'}",
+        "autotune hooks: " + ", ".join(f"{k}={'yes' if v else 'no'}"
+                                       for k, v in support["hooks"].items()),
+    ]
+    if not info["gpus"]:
+        lines.append("GPUs: none visible (the gate only matters on a GPU; CPU templates "
+                     "are not gated)")
+    for gpu in info["gpus"]:
+        gate = gpu["gate"] or {}
+        said = ", ".join(f"{k}: {'templates' if v else 'gated'}" for k, v in gate.items())
+        lines.append(f"GPU {gpu['index']}: {gpu['name']}, {gpu['sms']} SMs, sm_"
+                     f"{gpu['capability'].replace('.', '')} -> {said or 'unknown'}")
+    hook = info["hook"]
+    lines.append(f"start-up hook: {', '.join(hook['pth_files']) or 'not installed'}")
+    if hook["variables"]:
+        for name, value in hook["variables"].items():
+            lines.append(f"  {name}={value}")
+        lines.append(f"  -> {hook['error'] or ('on' if hook['enabled'] else 'off')}")
+    else:
+        lines.append("  no INDUCTOR_SM_OVERRIDE* variable set")
+    lines.append("inductor config: " + ", ".join(f"{k}={v!r}"
+                                                  for k, v in info["inductor_config"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""Decision events -> JSON Lines; one progress line per autotuned op; reading logs back.
+
+Writing: every event is one JSON object on one line, with an ``"event"`` key ("start",
+"gate", "autotune", "fallback"). Each line is written with a single ``os.write`` on a
+file opened with ``O_APPEND``, so threads and several processes (torchrun ranks) can
+append to the same file without interleaving lines (POSIX local file systems). The path
+may contain ``{rank}`` (``$RANK``, else 0) and ``{pid}`` for one file per process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings
+
+_writers: dict[str, ReportWriter] = {}
+_lock = threading.Lock()
+_gates_seen: set[tuple[str, str, int, int, bool]] = set()
+
+
+def resolve_path(path: str) -> str:
+    return path.replace("{rank}", os.environ.get("RANK", "0")).replace("{pid}", str(os.getpid()))
+
+
+class ReportWriter:
+    """Appends JSON lines to one file; writes a "start" event first."""
+
+    def __init__(self, path: str, settings: Settings) -> None:
+        self.path = resolve_path(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.write(start_event(settings))
+
+    def write(self, event: dict[str, Any]) -> None:
+        event = {"event": event.get("event", "?"), "time": round(time.time(), 3),
+                 "pid": os.getpid(), "rank": os.environ.get("RANK"), **event}
+        line = json.dumps(event, default=str, allow_nan=False, separators=(",", ":")) + "\n"
+        os.write(self._fd, line.encode())
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def start_event(settings: Settings) -> dict[str, Any]:
+    from . import __version__
+
+    info: dict[str, Any] = {"event": "start", "package": __version__,
+                            "python": platform.python_version(), "settings": settings.as_dict()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(torch.cuda.current_device())
+            info["device"] = props.name
+            info["sms"] = props.multi_processor_count
+        else:
+            info["device"], info["sms"] = "cpu", None
+    except Exception:
+        info["torch"] = None
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    return info
+
+
+def _writer(settings: Settings) -> ReportWriter | None:
+    if settings.report is None:
+        return None
+    key = resolve_path(settings.report)
+    with _lock:
+        writer = _writers.get(key)
+        if writer is None:
+            writer = _writers[key] = ReportWriter(settings.report, settings)
+        return writer
+
+
+def emit(settings: Settings | None, event: dict[str, Any]) -> None:
+    """Write ``event`` to the report of ``settings`` (if any). Never raises."""
+    if settings is None or settings.report is None:
+        return
+    try:
+        writer = _writer(settings)
+        if writer is not None:
+            writer.write(_json_safe(event))
+    except Exception as exc:  # a report must never break a compile
+        print(f"inductor_sm_override: cannot write report {settings.report}: {exc}",
+              file=sys.stderr)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def on_gate(event: dict[str, Any], settings: Settings) -> None:
+    key = (resolve_path(settings.report or ""), event["device"], event["sms"],
+           event["threshold"], event["answer"])
+    if settings.report is None or key in _gates_seen:
+        return
+    _gates_seen.add(key)
+    emit(settings, event)
+
+
+def on_autotune(event: dict[str, Any], settings: Settings) -> None:
+    emit(settings, event)
+    if _progress_wanted(settings):
+        print(progress_line(event), file=sys.stderr, flush=True)
+
+
+def _progress_wanted(settings: Settings) -> bool:
+    if settings.quiet is not None:
+        return not settings.quiet
+    try:
+        return sys.stderr.isatty()
+    except Exception:
+        return False
+
+
+def _split(event: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    externs = set(event.get("externs") or ())
+    timings = {k: v for k, v in (event.get("timings") or {}).items() if v is not None}
+    return ({k: v for k, v in timings.items() if k not in externs},
+            {k: v for k, v in timings.items() if k in externs})
+
+
+def op_summary(event: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the table and the progress line show for one autotune event."""
+    templates, externs = _split(event)
+    best_t = min(templates.values()) if templates else None
+    best_e = min(externs.values()) if externs else None
+    return {
+        "name": event.get("name"),
+        "shapes": "x".join(str(s) for s in (event.get("shapes") or [[]])[0] or []) or "?",
+        "winner": event.get("winner"),
+        "template_ms": best_t,
+        "extern_ms": best_e,
+        "speedup": (best_e / best_t) if best_t and best_e else None,
+        "run": len(templates) + len(externs),
+        "capped": len(event.get("capped") or ()) + len(event.get("budget_dropped") or ()),
+        "rejected": len(event.get("rejected") or {}),
+        "seconds": event.get("seconds"),
+    }
+
+
+def progress_line(event: dict[str, Any]) -> str:
+    s = op_summary(event)
+    speed = f", {s['speedup']:.2f}x vs extern" if s["speedup"] else ""
+    seconds = f"{s['seconds']:.2f} s" if s["seconds"] is not None else "? s"
+    extra = "".join([f", {s['capped']} capped" if s["capped"] else "",
+                     f", {s['rejected']} rejected" if s["rejected"] else ""])
+    return (f"inductor_sm_override: {s['name']} {event.get('device', '')}: {s['run']} "
+            f"choices{extra}, {seconds}, winner {s['winner']}{speed}")
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def read_events(path: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """All events of a JSONL report, and one error text per malformed line."""
+    events: list[dict[str, Any]] = []
+    errors: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                errors.append(f"{path}:{number}: not valid JSON ({exc.msg}); line skipped")
+                continue
+            if not isinstance(event, dict) or "event" not in event:
+                errors.append(f"{path}:{number}: not an event object (no 'event' key); "
+                              "line skipped")
+                continue
+            events.append(event)
+    return events, errors
+
+
+def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
+    ops = [op_summary(e) for e in events if e.get("event") == "autotune"]
+    return {
+        "ops": ops,
+        "totals": {
+            "ops": len(ops),
+            "seconds": round(sum(o["seconds"] or 0.0 for o in ops), 4),
+            "template_wins": sum(1 for o, e in zip(ops, _autotune(events), strict=True)
+                                 if o["winner"] and o["winner"] not in (e.get("externs") or ())),
+            "choices_run": sum(o["run"] for o in ops),
+            "capped": sum(o["capped"] for o in ops),
+            "rejected": sum(o["rejected"] for o in ops),
+        },
+        "fallbacks": [e for e in events if e.get("event") == "fallback"],
+        "gates": [e for e in events if e.get("event") == "gate"],
+    }
+
+
+def _autotune(events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return (e for e in events if e.get("event") == "autotune")
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return f"{value:.4f}" if value is not None else "-"
+
+    header = ["op", "shape", "winner", "template ms", "extern ms", "speed-up", "run",
+              "capped", "rejected", "seconds"]
+    rows = [[o["name"], o["shapes"], o["winner"] or "-", ms(o["template_ms"]),
+             ms(o["extern_ms"]), f"{o['speedup']:.2f}x" if o["speedup"] else "-",
+             str(o["run"]), str(o["capped"]), str(o["rejected"]),
+             f"{o['seconds']:.2f}" if o["seconds"] is not None else "-"]
+            for o in summary["ops"]]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
+             for r in [header, *rows]]
+    t = summary["totals"]
+    lines.append(f"total: {t['ops']} ops, {t['seconds']:.2f} s autotuning, "
+                 f"{t['template_wins']} won by templates, {t['choices_run']} choices run, "
+                 f"{t['capped']} capped, {t['rejected']} rejected")
+    for fallback in summary["fallbacks"]:
+        lines.append(f"fallback: iso.compile used {fallback.get('used')!r} "
+                     f"({fallback.get('reason', '')})")
+    return "\n".join(lines)
+
+
+def plot(events: list[dict[str, Any]], out: str) -> None:
+    """Timings per op (every choice run, template vs extern), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    autotune = list(_autotune(events))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(autotune) + 3), 4))
+    for index, event in enumerate(autotune):
+        templates, externs = _split(event)
+        ax.scatter([index] * len(templates), list(templates.values()), marker="o",
+                   color="tab:blue", label="template" if index == 0 else None, alpha=0.6)
+        ax.scatter([index] * len(externs), list(externs.values()), marker="s",
+                   color="tab:orange", label="extern (ATen)" if index == 0 else None)
+    ax.set_xticks(range(len(autotune)))
+    ax.set_xticklabels([f"{i}:{e.get('name')}" for i, e in enumerate(autotune)],
+                       rotation=45, ha="right")
+    ax.set_ylabel("ms (lower is better)")
+    ax.set_yscale("log")
+    ax.set_title("autotune timings per op")
+    if autotune:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)

@@ -1,0 +1,169 @@
+"""Report, progress and the CLI, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "inductor_sm_override"]
+FAKE_46 = textwrap.dedent("""
+    import sys
+    from inductor_sm_override.testing import fake_cuda_device
+    from inductor_sm_override.cli import main
+    with fake_cuda_device(46, name="NVIDIA GeForce RTX 4070"):
+        code = main(sys.argv[1:])
+    sys.exit(code)
+""")
+COMPILE = textwrap.dedent("""
+    import sys, torch, torch._inductor.config as config
+    import inductor_sm_override as iso
+    report, quiet = sys.argv[1], {"none": None, "1": True, "0": False}[sys.argv[2]]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 32)).eval()
+    x = torch.randn(16, 64)
+    with torch.no_grad(), config.patch(freezing=True), iso.override(report=report,
+                                                                      quiet=quiet):
+        torch.compile(model, mode="max-autotune-no-cudagraphs")(x)
+""")
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("INDUCTOR_SM_OVERRIDE")}
+
+
+def _run(args: list[str], **kw):
+    return subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600, **kw)
+
+
+def test_doctor_text_with_a_faked_46_sm_gpu():
+    out = _run([sys.executable, "-c", FAKE_46, "doctor", "--min-sms", "50"])
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "torch support: supported" in text
+    assert "GPU 0: NVIDIA GeForce RTX 4070, 46 SMs" in text
+    assert "torch: gated, override: templates, min_sms=50: gated" in text
+    assert "torch._inductor.utils.is_big_gpu" in text and "start-up hook:" in text
+    assert "max_autotune_gemm_backends=" in text
+
+
+def test_doctor_json_with_a_faked_46_sm_gpu():
+    out = _run([sys.executable, "-c", FAKE_46, "doctor", "--json", "--min-sms", "40"])
+    info = json.loads(out.stdout)
+    (gpu,) = info["gpus"]
+    assert gpu["sms"] == 46
+    assert gpu["gate"] == {"torch": False, "override": True, "min_sms=40": True}
+    assert info["support"]["supported"] is True and info["hook"]["pth_installed"] is True
+    assert "max_autotune_gemm_search_space" in info["inductor_config"]
+
+
+def test_doctor_without_a_gpu():
+    out = _run([*CLI, "doctor"])
+    assert out.returncode == 0 and "GPUs: none visible" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def compiled_report(tmp_path_factory):
+    """One real CPU compile writing a report, with progress forced on."""
+    path = tmp_path_factory.mktemp("report") / "iso.jsonl"
+    out = _run([sys.executable, "-c", COMPILE, str(path), "0"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    return path, out.stderr
+
+
+def test_report_events_and_pandas(compiled_report):
+    import pandas as pd
+
+    path, _ = compiled_report
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds.count("autotune") == 2
+    start = events[0]
+    assert start["torch"] and start["python"] and start["package"] and "settings" in start
+    for event in (e for e in events if e["event"] == "autotune"):
+        assert event["name"] == "packed_linear" and event["winner"] in event["timings"]
+        assert set(event) >= {"shapes", "dtypes", "timings", "rejected", "capped", "seconds"}
+    frame = pd.read_json(path, lines=True)
+    assert list(frame["event"]).count("autotune") == 2
+
+
+def test_progress_lines_appear_and_quiet_silences_them(compiled_report, tmp_path):
+    _path, stderr = compiled_report
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("inductor_sm_override: packed")]
+    assert len(lines) == 2 and "choices" in lines[0] and "winner" in lines[0]
+    quiet = _run([sys.executable, "-c", COMPILE, str(tmp_path / "q.jsonl"), "1"])
+    assert quiet.returncode == 0
+    assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith("inductor_sm_override:")]
+
+
+def test_report_table_json_and_plot(compiled_report, tmp_path):
+    path, _ = compiled_report
+    table = _run([*CLI, "report", str(path)])
+    assert table.returncode == 0, table.stderr
+    assert "packed_linear" in table.stdout and "total: 2 ops" in table.stdout
+    as_json = json.loads(_run([*CLI, "report", str(path), "--json"]).stdout)
+    assert as_json["totals"]["ops"] == 2 and len(as_json["ops"]) == 2
+    png = tmp_path / "timings.png"
+    plotted = _run([*CLI, "report", str(path), "--plot", str(png)])
+    assert plotted.returncode == 0, plotted.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_malformed_line_is_named_and_the_rest_is_shown(compiled_report, tmp_path):
+    path, _ = compiled_report
+    lines = path.read_text().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    out = _run([*CLI, "report", str(broken)])
+    assert out.returncode == 1
+    assert f"{broken}:2: not valid JSON" in out.stderr
+    assert "total: 2 ops" in out.stdout
+
+
+def test_concurrent_appends_keep_lines_whole(tmp_path):
+    """Threads and processes appending to one report never interleave a line."""
+    path = tmp_path / "shared.jsonl"
+    code = textwrap.dedent(f"""
+        import threading
+        from inductor_sm_override.report import emit
+        from inductor_sm_override.settings import Settings
+        s = Settings(report={str(path)!r})
+        def work():
+            for i in range(200):
+                emit(s, {{"event": "autotune", "name": "x" * 500, "i": i}})
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=_env()) for _ in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sum(e["event"] == "autotune" for e in events) == 3 * 4 * 200
+    assert sum(e["event"] == "start" for e in events) == 3
+
+
+def test_rank_placeholder_gives_one_file_per_rank(tmp_path):
+    from inductor_sm_override.report import resolve_path
+
+    os.environ["RANK"] = "3"
+    try:
+        assert resolve_path(str(tmp_path / "r{rank}.jsonl")) == str(tmp_path / "r3.jsonl")
+    finally:
+        del os.environ["RANK"]
+
+
+def test_help_on_each_command():
+    for command in ("run", "hook", "demo", "doctor", "report", "status"):
+        out = _run([*CLI, command, "--help"])
+        assert out.returncode == 0 and "usage: inductor-sm-override" in out.stdout
+
+
+def test_report_of_missing_file_is_a_clear_error(tmp_path):
+    out = _run([*CLI, "report", str(tmp_path / "nope.jsonl")])
+    assert out.returncode == 2 and "cannot read" in out.stderr
+    assert Path(tmp_path / "nope.jsonl").exists() is False
