@@ -21,6 +21,7 @@ _LAZY = {
     "compile": "checked",
     "decisions": "autotune",
     "clear_decisions": "autotune",
+    "limit_sms": "limit",
 }
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "clear_decisions",
     "compile",
     "decisions",
+    "limit_sms",
     "override",
     "status",
 ]
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from .block import override, status
     from .checked import compile
     from .errors import SettingsError, UnsupportedTorchError
+    from .limit import limit_sms
     from .settings import Settings
 
 

@@ -1,0 +1,151 @@
+"""``iso.limit_sms(n)``: run this thread's GPU work on about n SMs of a big GPU.
+
+Built on CUDA green contexts (torch >= 2.10). What was measured on an H100 (DESIGN.md)
+shapes the design:
+
+- a green context restricts only work launched from the thread that entered it, so inside
+  the block Inductor's autotuning is kept in this thread (no subprocess, no pipelined
+  async benchmarking);
+- the SM count is rounded to the architecture's partition granularity and the block says
+  what it used (``.sms``, ``.requested``);
+- leaving is made robust: on torch >= 2.14 the work is routed through the green
+  context's own stream (``torch.cuda.stream(ctx.Stream())``), which needs no context
+  push/pop; on 2.10-2.13 ``set_context``/``pop_context`` are used, and a failing
+  ``pop_context`` (seen after compiles ran inside) is answered by making the device's
+  primary context current again, with a warning.
+
+Decisions are a separate matter: combine with ``override(simulate_sms=n)`` so Inductor
+also *believes* it has n SMs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from typing import Any
+
+# compute capability major -> (minimum SMs, multiple) of a green-context SM partition
+# (CUDA driver docs for cuDevSmResourceSplitByCount).
+_GRANULARITY = {6: (1, 1), 7: (2, 2), 8: (4, 2)}
+_GRANULARITY_SM90_PLUS = (8, 8)
+
+
+def sm_granularity(major: int) -> tuple[int, int]:
+    """(minimum, multiple) of an SM partition on an architecture."""
+    if major >= 9:
+        return _GRANULARITY_SM90_PLUS
+    return _GRANULARITY.get(major, (1, 1))
+
+
+def round_sms(requested: int, major: int, total: int) -> int:
+    """The SM count a green context can really have: nearest multiple, within [min, total]."""
+    if requested < 1:
+        raise ValueError(f"limit_sms(n={requested}): n must be >= 1")
+    minimum, multiple = sm_granularity(major)
+    nearest = max(minimum, math.floor(requested / multiple + 0.5) * multiple)  # ties up
+    return min(nearest, total - total % multiple if total >= multiple else total)
+
+
+class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
+    """Context manager: GPU work in this thread runs on about ``n`` SMs (green context).
+
+    Attributes after entry: ``requested``, ``sms`` (what was used after rounding),
+    ``total`` (the GPU's SMs), ``device``. Raises RuntimeError with a clear message where
+    this cannot work (no CUDA GPU, torch < 2.10, torch built without green contexts).
+    """
+
+    def __init__(self, n: int, device: int | None = None) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"limit_sms(n={n!r}): n must be an integer >= 1")
+        self.requested = n
+        self.device = device
+        self.sms: int | None = None
+        self.total: int | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._ctx: Any = None
+
+    def __enter__(self) -> limit_sms:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("limit_sms needs a CUDA GPU; none is visible")
+        green = _green_contexts()
+        index = torch.cuda.current_device() if self.device is None else self.device
+        props = torch.cuda.get_device_properties(index)
+        self.device, self.total = index, props.multi_processor_count
+        self.sms = round_sms(self.requested, props.major, self.total)
+        if self.sms != self.requested:
+            warnings.warn(f"limit_sms({self.requested}): sm_{props.major}{props.minor} "
+                          f"partitions SMs in steps of {sm_granularity(props.major)[1]}; "
+                          f"using {self.sms} SMs", RuntimeWarning, stacklevel=2)
+        torch.cuda.synchronize(index)
+        self._ctx = green.GreenContext.create(num_sms=self.sms, device_id=index)
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(_in_thread_autotuning())
+            make_stream = getattr(self._ctx, "Stream", None)
+            if callable(make_stream):
+                stack.enter_context(torch.cuda.stream(make_stream()))
+            else:
+                self._ctx.set_context()
+                stack.callback(self._pop, index)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def _pop(self, index: int) -> None:
+        import torch
+
+        torch.cuda.synchronize(index)
+        try:
+            self._ctx.pop_context()
+        except Exception as exc:  # seen after compiles ran inside (DESIGN.md)
+            _restore_primary_context(index)
+            warnings.warn(f"limit_sms: pop_context failed ({exc}); the device's primary "
+                          "context was made current again", RuntimeWarning, stacklevel=3)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def __repr__(self) -> str:
+        return f"limit_sms(requested={self.requested}, sms={self.sms}, total={self.total})"
+
+
+def _green_contexts() -> Any:
+    import torch
+
+    try:
+        from torch.cuda import green_contexts
+    except ImportError:
+        raise RuntimeError(
+            f"limit_sms needs CUDA green contexts (torch >= 2.10); this is torch "
+            f"{torch.__version__}") from None
+    if not getattr(green_contexts, "SUPPORTED", True):
+        raise RuntimeError(f"limit_sms: torch {torch.__version__} was built without green "
+                           "context support (needs a CUDA 12.4+ build and driver)")
+    return green_contexts
+
+
+@contextlib.contextmanager
+def _in_thread_autotuning() -> Any:
+    """Autotune benchmarks in this thread (green contexts are per thread)."""
+    import torch._inductor.config as config
+
+    changes = {k: False for k in ("autotune_in_subproc", "pipeline_max_autotune_gemm")
+               if hasattr(config, k)}
+    with config.patch(changes):
+        yield
+
+
+def _restore_primary_context(index: int) -> None:
+    """Make the device's primary context current (the one torch's runtime uses)."""
+    import torch
+
+    with contextlib.suppress(Exception):
+        torch.cuda.set_device(index)
+        torch.cuda.synchronize(index)
