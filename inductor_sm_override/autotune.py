@@ -474,10 +474,23 @@ def block_config(settings: Settings) -> Any:
     """
     import torch._inductor.config as config
 
-    from .cache import salted_post_pass
+    user_pass = getattr(config, "post_grad_custom_post_pass", None)
+    key = (settings, id(user_pass))
+    changes = _block_changes.get(key)
+    if changes is None or changes.get("_user_pass") is not user_pass:
+        from .cache import salted_post_pass
 
-    changes = config_changes(settings, config)
-    salted = salted_post_pass(getattr(config, "post_grad_custom_post_pass", None), settings)
-    if salted is not None:
-        changes["post_grad_custom_post_pass"] = salted
+        changes = config_changes(settings, config)
+        salted = salted_post_pass(user_pass, settings)
+        if salted is not None:
+            changes["post_grad_custom_post_pass"] = salted
+        if len(_block_changes) > 256:
+            _block_changes.clear()
+        _block_changes[key] = {**changes, "_user_pass": user_pass}
+    changes = {k: v for k, v in changes.items() if k != "_user_pass"}
     return config.patch(changes) if changes else None
+
+
+# (settings, id of the user's post-grad pass) -> config changes: iso.compile enters its
+# settings on every call, so building them (and the salted pass) once matters.
+_block_changes: dict[tuple[Settings, int], dict[str, Any]] = {}

@@ -58,3 +58,19 @@ def test_bad_arguments_are_rejected_up_front(cpu_model):
         iso.compile(model, (x,), max_choices=-1)
     with pytest.raises(ValueError, match="prefer"):
         iso.compile(model, (x,), prefer="fast")
+
+
+def test_prefer_fastest_times_both_and_keeps_the_faster(cpu_model):
+    model, x = cpu_model
+    torch._dynamo.reset()
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        compiled = iso.compile(model, example_inputs=(x,), prefer="fastest")
+    stages = {c.stage: c for c in compiled.checks}
+    assert set(stages) == {"override", "plain"}
+    forced, plain = stages["override"], stages["plain"]
+    assert forced.passed and plain.passed and forced.time_ms > 0 and plain.time_ms > 0
+    expected = "override" if forced.time_ms < (1 - 0.02) * plain.time_ms else "plain"
+    assert compiled.used == expected
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
+    compiled.release()

@@ -1,0 +1,47 @@
+"""The benchmarks run (tiny, on the CPU) so they never rot; their JSON is well formed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=BENCH,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_gemm_suite_smoke(tmp_path):
+    _run("gemm_suite.py", "--smoke", "--out", str(tmp_path))
+    (result,) = tmp_path.glob("gemm_suite-smoke-cpu-*.json")
+    payload = json.loads(result.read_text())
+    rows = payload["rows"]
+    assert {r["mode"] for r in rows} == {"gated", "forced", "cap8", "verify", "fastest"}
+    assert all("ms" in r and r["rel_err_fp64"] < 1e-4 for r in rows), rows
+    assert all(r["used"] in ("gated", "forced", "cap8", "verify", "override", "plain")
+               for r in rows)
+    assert payload["machine"]["torch"]
+    assert (tmp_path / result.name.replace(".json", ".csv")).exists()
+    assert (tmp_path / result.name.replace(".json", ".png")).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gate_overhead_runs():
+    out = _run("gate_overhead.py", "--calls", "2000", "--rounds", "1", "--json")
+    result = json.loads(out.stdout)
+    assert result["inactive_vs_never"] > 0 and result["active_vs_never"] > 0
+
+
+def test_compile_budget_and_verify_overhead_smoke():
+    out = _run("compile_budget.py", "--smoke", "--no-write")
+    assert "budget kept: True" in out.stdout
+    out = _run("verify_overhead.py", "--smoke", "--no-write")
+    assert "verify on" in out.stdout
