@@ -6,6 +6,7 @@ import pytest
 import torch
 from cpu_compile import compile_under
 
+import inductor_sm_override as iso
 from inductor_sm_override.testing import inject_faults
 
 pytestmark = pytest.mark.slow
@@ -47,4 +48,31 @@ def test_torch_verify_assertion_rejects_instead_of_aborting(cpu_model, monkeypat
     for event, bad in zip(events, corrupted, strict=True):
         assert event["rejected"][bad].startswith("AssertionError")
         assert event["winner"] == "_mkl_linear"
+    torch.testing.assert_close(out, model(x))
+
+
+def test_unverifiable_autotune_paths_are_off_only_in_verified_blocks():
+    import torch._inductor.config as config
+
+    with config.patch(autotune_in_subproc=True, autotune_local_cache=True):
+        with iso.override(verify=True):
+            assert config.autotune_in_subproc is False
+            assert config.autotune_local_cache is False
+            if hasattr(config, "pipeline_max_autotune_gemm"):
+                assert config.pipeline_max_autotune_gemm is False
+        with iso.override(verify=False):
+            assert config.autotune_in_subproc is True  # the user's choice stands
+            assert config.autotune_local_cache is True
+        assert config.autotune_in_subproc is True
+
+
+def test_user_subprocess_autotuning_is_brought_in_process_and_verified(cpu_model):
+    """The user asked for subprocess autotuning; inside a verified block the benchmark
+    runs in-process, so the faulty choice is seen and rejected."""
+    import torch._inductor.config as config
+
+    model, x = cpu_model
+    with config.patch(autotune_in_subproc=True):
+        out, events, corrupted = _faulty_run(model, x, "wrong", verify=True)
+    assert all(bad in event["rejected"] for event, bad in zip(events, corrupted, strict=True))
     torch.testing.assert_close(out, model(x))
