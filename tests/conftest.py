@@ -51,7 +51,7 @@ def nothing_left_patched():
     assert PATCHES.count == 0 and not PATCHES.installed
     assert vars(utils)["is_big_gpu"] is gate
     assert vars(DeviceProperties)["create"] is create
-    assert state.depth() == 0
+    assert state.depth() == 0 and state.base() is None
     assert compat is not None
 
 

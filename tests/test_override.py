@@ -133,29 +133,33 @@ def test_other_asyncio_task_stays_plain(fake_gpu):
 
 
 def test_randomized_nesting_across_threads(fake_gpu):
-    """1,000 random nested enter/exit steps over 8 threads end exactly as they began."""
+    """1,000 random nested enter/exit sequences over 8 threads end exactly as they began."""
     gate, create = vars(utils)["is_big_gpu"], vars(DeviceProperties)["create"]
     errors: list[str] = []
     barrier = threading.Barrier(8)
 
+    def check(seed: int, open_blocks: list) -> None:
+        expected = bool(open_blocks) and open_blocks[-1][1] <= 46
+        if utils._use_template_for_gpu(_layout(), [_f16()]) != expected:
+            errors.append(f"thread {seed}: depth {len(open_blocks)} expected {expected}")
+
     def worker(seed: int) -> None:
         rng = random.Random(seed)
-        open_blocks: list[tuple[object, int]] = []
         barrier.wait()
-        for _ in range(125):
-            if open_blocks and (rng.random() < 0.45 or len(open_blocks) >= 5):
-                block, _min = open_blocks.pop()
-                block.__exit__(None, None, None)
-            else:
-                min_sms = rng.choice([0, 40, 46, 47, 64])
-                block = iso.override(min_sms=min_sms)
-                block.__enter__()
-                open_blocks.append((block, min_sms))
-            expected = bool(open_blocks) and open_blocks[-1][1] <= 46
-            if utils._use_template_for_gpu(_layout(), [_f16()]) != expected:
-                errors.append(f"thread {seed}: depth {len(open_blocks)} expected {expected}")
-        while open_blocks:
-            open_blocks.pop()[0].__exit__(None, None, None)
+        for _sequence in range(125):  # 8 x 125 = 1,000 sequences
+            open_blocks: list[tuple[object, int]] = []
+            for _step in range(rng.randint(2, 8)):
+                if open_blocks and (rng.random() < 0.45 or len(open_blocks) >= 4):
+                    open_blocks.pop()[0].__exit__(None, None, None)
+                else:
+                    min_sms = rng.choice([0, 40, 46, 47, 64])
+                    block = iso.override(min_sms=min_sms)
+                    block.__enter__()
+                    open_blocks.append((block, min_sms))
+                check(seed, open_blocks)
+            while open_blocks:
+                open_blocks.pop()[0].__exit__(None, None, None)
+                check(seed, open_blocks)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
