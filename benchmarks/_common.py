@@ -6,8 +6,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +47,24 @@ def mlp(width: int, depth: int, device: str, dtype: Any) -> Any:
 
 
 def median_ms(fn: Any, repeat: int = 100) -> float:
+    """Median synchronised wall time of ``fn`` in ms (the same timer iso.compile uses)."""
+    from inductor_sm_override.checked import median_time_ms
+
+    return median_time_ms(fn, repeat=repeat)
+
+
+def mlp_setup(device_arg: str | None, smoke: bool) -> tuple[Any, Any, str, Any, dict]:
+    """(model, input, device, dtype, shape info) for the compile-time benchmarks."""
     import torch
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(3):
-        fn()
-    sync()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    device = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    width, depth, batch = (64, 2, 16) if smoke else (512, 6, 64)
+    torch.manual_seed(0)
+    model = mlp(width, depth, device, dtype)
+    x = torch.randn(batch, width, device=device, dtype=dtype)
+    return model, x, device, dtype, {"width": width, "depth": depth, "batch": batch,
+                                     "dtype": str(dtype)}
 
 
 def write_result(stem: str, payload: dict[str, Any]) -> Path:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from _common import machine, median_ms, mlp, write_result
+from _common import machine, median_ms, mlp_setup, write_result
 
 
 def run_mode(model: Any, x: Any, settings: dict[str, Any], device: str) -> dict[str, Any]:
@@ -62,14 +62,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    width, depth, batch = (64, 2, 16) if args.smoke else (512, 6, 64)
-    torch.manual_seed(0)
-    model = mlp(width, depth, device, dtype)
-    x = torch.randn(batch, width, device=device, dtype=dtype)
+    model, x, device, _dtype, shape = mlp_setup(args.device, args.smoke)
     space = {"search_space": args.search_space} if args.search_space else {}
     modes: list[dict[str, Any]] = [dict(space)]
     caps = [1] if args.smoke else [1, 4, 8]
@@ -88,7 +81,7 @@ def main() -> int:
               f"({row['speed_vs_uncapped']}x speed)  templates {row['templates_benchmarked']}"
               + (f"  budget kept: {row['budget_kept']}" if "budget_kept" in row else ""))
     payload = {"benchmark": "compile_budget", "machine": machine(),
-               "model": {"width": width, "depth": depth, "batch": batch, "dtype": str(dtype)},
+               "model": shape,
                "rows": rows}
     if not args.no_write:
         print("wrote", write_result("compile_budget" + ("-smoke" if args.smoke else ""),

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from _common import machine, mlp, write_result
+from _common import machine, mlp_setup, write_result
 
 
 def autotune_seconds(model: Any, x: Any, verify: bool, device: str) -> float:
@@ -40,14 +40,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    width, depth, batch = (64, 2, 16) if args.smoke else (512, 6, 64)
-    torch.manual_seed(0)
-    model = mlp(width, depth, device, dtype)
-    x = torch.randn(batch, width, device=device, dtype=dtype)
+    model, x, device, _dtype, shape = mlp_setup(args.device, args.smoke)
     autotune_seconds(model, x, True, device)  # warm-up
     samples: dict[bool, list[float]] = {True: [], False: []}
     started = time.perf_counter()
@@ -59,7 +52,7 @@ def main() -> int:
     print(f"autotune: verify on {on:.3f} s, off {off:.3f} s -> {ratio:.3f}x "
           f"(goal <= 1.10x); {time.perf_counter() - started:.0f} s total")
     payload = {"benchmark": "verify_overhead", "machine": machine(),
-               "model": {"width": width, "depth": depth, "batch": batch, "dtype": str(dtype)},
+               "model": shape,
                "samples_s": {"verify_on": samples[True], "verify_off": samples[False]},
                "median_s": {"verify_on": on, "verify_off": off}, "ratio": ratio}
     if not args.no_write:

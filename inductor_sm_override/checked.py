@@ -110,12 +110,13 @@ def check_outputs(actual: Any, reference: Any, eager: Any | None, rtol: float | 
     return worst
 
 
-def _time_ms(fn: Callable[[], Any], repeat: int = 20) -> float:
+def median_time_ms(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3) -> float:
     """Median wall time of ``fn`` in ms (CUDA-synchronised when a GPU is in use)."""
     import torch
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    fn()
+    for _ in range(warmup):
+        fn()
     sync()
     samples = []
     for _ in range(repeat):
@@ -214,7 +215,7 @@ def compile(
                 break
     if prefer == "fastest" and len(candidates) > 1:
         for check in candidates:
-            check.time_ms = _time_ms(lambda s=check.stage: _run_stage(result, s, inputs))
+            check.time_ms = median_time_ms(lambda s=check.stage: _run_stage(result, s, inputs))
         forced, plain = candidates
         # noise-aware: the override must beat plain by more than NOISE to be kept
         result.used = "override" if forced.time_ms < (1 - NOISE) * plain.time_ms else "plain"
