@@ -167,3 +167,19 @@ def test_report_of_missing_file_is_a_clear_error(tmp_path):
     out = _run([*CLI, "report", str(tmp_path / "nope.jsonl")])
     assert out.returncode == 2 and "cannot read" in out.stderr
     assert Path(tmp_path / "nope.jsonl").exists() is False
+
+
+def test_gate_event_in_the_report_once_per_decision(fake_gpu, tmp_path):
+    import torch._inductor.utils as utils
+
+    import inductor_sm_override as iso
+
+    path = tmp_path / "gate.jsonl"
+    with iso.override(report=str(path), quiet=True):
+        for _ in range(3):
+            assert utils.is_big_gpu(0) is True
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "gate"]
+    gate = events[1]
+    assert (gate["device"], gate["sms"], gate["threshold"]) == ("cuda:0", 46, 0)
+    assert gate["torch_answer"] is False and gate["answer"] is True
