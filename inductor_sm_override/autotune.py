@@ -179,6 +179,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     settings = state.current()
     if settings is None:
         return wrapped(*args, **kwargs)
+    _ensure_hooks(instance)
     try:
         bound = inspect.signature(wrapped).bind_partial(*args, **kwargs).arguments
     except TypeError:
@@ -199,6 +200,15 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
         record.winner = record.winner or _choice_name(chosen)
         _close(record, benchmarked=False)
     return result
+
+
+def _ensure_hooks(cache: Any) -> None:
+    """Put our preprocessing fn / feedback saver back if user code cleared Inductor's lists
+    (``clear_preprocessing_fns()``) while a block is active: verification must not lapse."""
+    for attr, fn in (("preprocessing_fns", preprocess), ("feedback_saver_fns", feedback)):
+        hooks = getattr(cache, attr, None)
+        if isinstance(hooks, list) and not any(h is fn for h in hooks):
+            hooks.append(fn)
 
 
 def _bound_timeout(wrapped: Any, args: tuple, kwargs: dict, bound: dict,

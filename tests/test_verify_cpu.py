@@ -76,3 +76,21 @@ def test_user_subprocess_autotuning_is_brought_in_process_and_verified(cpu_model
         out, events, corrupted = _faulty_run(model, x, "wrong", verify=True)
     assert all(bad in event["rejected"] for event, bad in zip(events, corrupted, strict=True))
     torch.testing.assert_close(out, model(x))
+
+
+def test_verification_survives_user_clearing_inductors_hook_lists(cpu_model):
+    from torch._inductor import select_algorithm
+
+    model, x = cpu_model
+    iso.clear_decisions()
+    with iso.override(verify=True):
+        select_algorithm.clear_preprocessing_fns()  # user code wipes the hooks mid-block
+        select_algorithm.clear_feedback_savers()
+        torch._dynamo.reset()
+        with inject_faults("cpp_", "wrong") as corrupted, torch.no_grad(), \
+                torch._inductor.config.patch(freezing=True):
+            out = torch.compile(model, mode="max-autotune-no-cudagraphs")(x)
+    torch.testing.assert_close(out, model(x))
+    events = iso.decisions()
+    assert len(events) == 2 and corrupted
+    assert all(set(e["rejected"]) & set(corrupted) for e in events)
