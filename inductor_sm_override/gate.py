@@ -83,6 +83,27 @@ def _make_gate(plan: Plan) -> Any:
 
 def _note(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool,
           settings: Any) -> None:
+    if settings.report is not None or _gate_listeners:
+        _tell(device, sms, min_sms, threshold, verdict, settings)
+    key = (str(device), sms, min_sms)
+    if key in _logged:
+        return
+    _logged.add(key)
+    if verdict and sms < threshold:
+        log.info(
+            "inductor_sm_override: SM gate overridden for %s (%d SMs, threshold %d instead of %d)",
+            device, sms, min_sms, threshold,
+        )
+    elif not verdict:
+        log.warning(
+            "inductor_sm_override: %s has %d SMs, below min_sms=%d: max_autotune_gemm stays off",
+            device, sms, min_sms,
+        )
+
+
+def _tell(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool,
+          settings: Any) -> None:
+    """The gate decision to the report and the listeners."""
     event = {
         "event": "gate",
         "device": str(device),
@@ -100,20 +121,6 @@ def _note(device: Any, sms: int, min_sms: int, threshold: int, verdict: bool,
             listener(event)
         except Exception:
             log.debug("gate listener failed", exc_info=True)
-    key = (str(device), sms, min_sms)
-    if key in _logged:
-        return
-    _logged.add(key)
-    if verdict and sms < threshold:
-        log.info(
-            "inductor_sm_override: SM gate overridden for %s (%d SMs, threshold %d instead of %d)",
-            device, sms, min_sms, threshold,
-        )
-    elif not verdict:
-        log.warning(
-            "inductor_sm_override: %s has %d SMs, below min_sms=%d: max_autotune_gemm stays off",
-            device, sms, min_sms,
-        )
 
 
 def _simulated_properties(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

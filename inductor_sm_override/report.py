@@ -111,9 +111,11 @@ def _json_safe(value: Any) -> Any:
 
 
 def on_gate(event: dict[str, Any], settings: Settings) -> None:
-    key = (resolve_path(settings.report or ""), event["device"], event["sms"],
+    if settings.report is None:
+        return
+    key = (resolve_path(settings.report), event["device"], event["sms"],
            event["threshold"], event["answer"])
-    if settings.report is None or key in _gates_seen:
+    if key in _gates_seen:
         return
     _gates_seen.add(key)
     emit(settings, event)
