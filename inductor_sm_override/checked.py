@@ -22,7 +22,6 @@ from .block import PATCHES, activate, deactivate
 from .settings import Settings
 from .verify import compare
 
-STAGES = ("override", "plain", "eager")
 EAGER_ERROR_FACTOR = 4.0  # a compiled output may be this many times eager's own error
 FP64_MAX_PARAMS = 200_000_000
 NOISE = 0.02  # prefer="fastest": the override must be this much faster than plain
