@@ -477,17 +477,16 @@ def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
     return changes
 
 
-def block_config(settings: Settings) -> Any:
-    """A context manager applying the block's Inductor config (thread-local where torch is).
-
-    :func:`config_changes` plus the FX-graph-cache salt (cache.py).
-    """
+def block_changes(settings: Settings) -> dict[str, Any]:
+    """The Inductor config of a block: :func:`config_changes` plus the FX-graph-cache salt
+    (cache.py), which wraps the user's current post-grad pass. Built once per
+    (settings, user pass): iso.compile enters its settings on every call."""
     import torch._inductor.config as config
 
     user_pass = getattr(config, "post_grad_custom_post_pass", None)
     key = (settings, id(user_pass))
-    changes = _block_changes.get(key)
-    if changes is None or changes.get("_user_pass") is not user_pass:
+    cached = _block_changes.get(key)
+    if cached is None or cached[0] is not user_pass:
         from .cache import salted_post_pass
 
         changes = config_changes(settings, config)
@@ -496,11 +495,17 @@ def block_config(settings: Settings) -> Any:
             changes["post_grad_custom_post_pass"] = salted
         if len(_block_changes) > 256:
             _block_changes.clear()
-        _block_changes[key] = {**changes, "_user_pass": user_pass}
-    changes = {k: v for k, v in changes.items() if k != "_user_pass"}
+        cached = _block_changes[key] = (user_pass, changes)
+    return dict(cached[1])
+
+
+# (settings, id of the user's post-grad pass) -> (that pass, config changes)
+_block_changes: dict[tuple[Settings, int], tuple[Any, dict[str, Any]]] = {}
+
+
+def block_config(settings: Settings) -> Any:
+    """A context manager applying :func:`block_changes` in this thread (None if nothing)."""
+    import torch._inductor.config as config
+
+    changes = block_changes(settings)
     return config.patch(changes) if changes else None
-
-
-# (settings, id of the user's post-grad pass) -> config changes: iso.compile enters its
-# settings on every call, so building them (and the salted pass) once matters.
-_block_changes: dict[tuple[Settings, int], dict[str, Any]] = {}

@@ -32,6 +32,7 @@ def _edge() -> None:
 
 PATCHES = PatchSet(_build, _edge)
 
+
 def _block_config(settings: Settings) -> Any:
     from .autotune import block_config
 
@@ -67,12 +68,13 @@ def activate(layer: dict[str, Any]) -> Activation:
                 manager.__enter__()
                 hooks.append(manager)
     except BaseException:
-        _undo(Activation(entry, patched, hooks))
+        deactivate(Activation(entry, patched, hooks))
         raise
     return Activation(entry, patched, hooks)
 
 
-def _undo(activation: Activation, exc_info: tuple = (None, None, None)) -> None:
+def deactivate(activation: Activation, exc_info: tuple = (None, None, None)) -> None:
+    """End a block: undo its hooks, pop its layer, release the patches (last one uninstalls)."""
     try:
         while activation.hooks:
             activation.hooks.pop().__exit__(*exc_info)
@@ -80,11 +82,6 @@ def _undo(activation: Activation, exc_info: tuple = (None, None, None)) -> None:
         state.pop(activation.entry)
         if activation.patched:
             PATCHES.release()
-
-
-def deactivate(activation: Activation, exc_info: tuple = (None, None, None)) -> None:
-    """End a block: undo its hooks, pop its layer, release the patches (last one uninstalls)."""
-    _undo(activation, exc_info)
 
 
 class override:  # noqa: N801 - lower-case like contextlib.suppress: it is used as a keyword

@@ -89,9 +89,8 @@ def activate_from_env(environ: Mapping[str, str], stream: TextIO | None = None,
 def install_base(settings: Settings, source: str) -> None:
     """Make ``settings`` the process-wide base layer and install the patches for it."""
     global _held
-    from .autotune import config_changes
+    from .autotune import block_changes
     from .block import PATCHES
-    from .cache import salted_post_pass
 
     if state.base() is not None:
         uninstall_base()
@@ -104,11 +103,8 @@ def install_base(settings: Settings, source: str) -> None:
         _held = True
     import torch._inductor.config as config
 
-    changes = config_changes(settings, config)
-    salted = salted_post_pass(getattr(config, "post_grad_custom_post_pass", None), settings)
-    if salted is not None:
-        changes["post_grad_custom_post_pass"] = salted
-    for name, value in changes.items():  # process-wide: every thread compiles under it
+    # process-wide: every thread compiles under it
+    for name, value in block_changes(settings).items():
         _config_undo.append((config, name, getattr(config, name)))
         setattr(config, name, value)
 

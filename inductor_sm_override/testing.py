@@ -94,14 +94,10 @@ def _clear_device_caches() -> None:
 FAULT_MODES = ("wrong", "nan", "raise", "none")
 
 
-class FaultyChoice:
-    """Marker base; the real proxy class is built lazily (wrapt.ObjectProxy subclass)."""
-
-
 def _faulty_proxy_class() -> type:
     import wrapt
 
-    class _FaultyChoice(wrapt.ObjectProxy, FaultyChoice):
+    class _FaultyChoice(wrapt.ObjectProxy):
         """A template choice whose timed output is corrupted, optionally claiming to be fastest."""
 
         def __init__(self, wrapped: Any, mode: str, claim_ms: float | None) -> None:
