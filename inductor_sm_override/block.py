@@ -10,6 +10,7 @@ from typing import Any
 import wrapt
 
 from . import compat, state
+from .config_scope import ConfigChanges
 from .patching import PatchSet
 from .settings import Settings
 
@@ -33,15 +34,32 @@ def _edge() -> None:
 PATCHES = PatchSet(_build, _edge)
 
 
-def _block_config(settings: Settings) -> Any:
-    from .autotune import block_config
+def _block_config(settings: Settings) -> ConfigChanges | None:
+    import torch._inductor.config as config
 
-    return block_config(settings)
+    from .autotune import block_changes
+
+    changes = block_changes(settings)
+    return ConfigChanges(config, changes) if changes else None
 
 
-# Per-block enter hooks: name -> factory(settings) returning a context manager or None.
-# Entered in the thread that enters the block (Inductor's config.patch is thread-local).
+# Per-block enter hooks: name -> factory(settings) returning None, a ``ConfigChanges``
+# (a torch config module and the values the block needs) or a context manager.
+# ConfigChanges are applied through compat's config adapter: in the entering thread where
+# torch's config is thread-local (>= 2.13), refcounted process-wide where it is not
+# (first block applies, last block restores exactly). Return ConfigChanges for any torch
+# config module; a bare ``module.patch(...)`` would leak across threads before 2.13.
 BLOCK_HOOKS: dict[str, Any] = {"inductor_config": _block_config}
+
+
+def _enter_hook(factory: Any, settings: Settings) -> Any:
+    made = factory(settings)
+    if made is None:
+        return None
+    if isinstance(made, ConfigChanges):
+        return compat.enter_config(made) if made.changes else None
+    made.__enter__()
+    return made
 
 
 @dataclasses.dataclass
@@ -63,9 +81,8 @@ def activate(layer: dict[str, Any]) -> Activation:
             PATCHES.acquire()
             patched = True
         for factory in list(BLOCK_HOOKS.values()):
-            manager = factory(settings)
+            manager = _enter_hook(factory, settings)
             if manager is not None:
-                manager.__enter__()
                 hooks.append(manager)
     except BaseException:
         deactivate(Activation(entry, patched, hooks))

@@ -10,6 +10,7 @@ with one warning, and a changed layout patches nothing.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib
 import inspect
@@ -20,6 +21,8 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+from . import config_scope
+from .config_scope import ConfigChanges, Handle
 from .errors import UnsupportedTorchError
 
 GATE_MODULE = "torch._inductor.utils"
@@ -27,6 +30,7 @@ GATE_NAME = "is_big_gpu"
 GATE_PARAMS = ("index_or_device", "index")  # accepted names of the gate's single parameter
 HINTS_MODULE = "torch._inductor.runtime.hints"
 SELECT_MODULE = "torch._inductor.select_algorithm"
+CONFIG_MODULE = "torch._inductor.config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,7 @@ class VersionEntry:
     green_contexts: bool  # torch.cuda.green_contexts.GreenContext
     search_space_config: bool  # config.max_autotune_gemm_search_space
     caller: str  # the utils function that consults the gate
+    config_scope: str = "process"  # torch ConfigModule values: "thread" (ContextVar) or not
 
 
 _OLD_GATE = "is_big_gpu(index) -> bool"
@@ -68,6 +73,7 @@ def _entry(release: str, commit: str, line: int, **kw: Any) -> VersionEntry:
         green_contexts=minor >= 10,
         search_space_config=True,
         caller="_use_template_for_cuda" if minor < 7 else "_use_template_for_gpu",
+        config_scope=config_scope.THREAD if minor >= 13 else config_scope.PROCESS,
     )
 
 
@@ -113,6 +119,7 @@ class Plan:
     max_sms_owner: ModuleType | None = None  # module with a cached get_max_num_sms()
     selector: ModuleType | None = None
     hooks: dict[str, bool] = dataclasses.field(default_factory=dict)
+    config_scope: str = config_scope.PROCESS  # Inductor config: "thread" or "process"
 
     @property
     def supported(self) -> bool:
@@ -147,6 +154,7 @@ class Plan:
             "problems": list(self.problems),
             "sites": self.site_names(),
             "hooks": dict(self.hooks),
+            "config_scope": self.config_scope,
         }
 
 
@@ -210,7 +218,34 @@ def build_plan(
         "benchmark_choice": "benchmark_choice" in vars(selector_cache or object),
         "simulate_sms": plan.device_properties is not None,
     }
+    config = modules.get(CONFIG_MODULE)
+    if config is not None:
+        plan.config_scope = scope_of(config)
     return plan
+
+
+# --- config adapter: how a block's config changes are applied on this release (H3) --------
+
+
+def scope_of(module: Any) -> str:
+    """"thread" if the ConfigModule keeps its values in ContextVars (torch >= 2.13), else
+    "process" (torch < 2.13, or a layout we do not know: refcounting is safe on both)."""
+    entries = vars(module).get("_config") if hasattr(module, "__dict__") else None
+    if isinstance(entries, dict) and entries:
+        override = getattr(next(iter(entries.values())), "user_override", None)
+        if isinstance(override, contextvars.ContextVar) and callable(
+                getattr(module, "patch", None)):
+            return config_scope.THREAD
+    return config_scope.PROCESS
+
+
+def enter_config(changes: ConfigChanges) -> Handle:
+    """Apply a block's config changes in the way this release needs; ``Handle.exit`` undoes
+    them. Thread layout: in this thread only. Process layout: refcounted
+    process-wide (first block applies, last restores; see config_scope.py)."""
+    if scope_of(changes.module) == config_scope.THREAD:
+        return config_scope.enter_thread_local(changes.module, changes.changes)
+    return config_scope.PROCESS_CONFIG.enter(changes.module, changes.changes)
 
 
 def _import_sites(entry: VersionEntry | None) -> list[ModuleType]:

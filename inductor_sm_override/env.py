@@ -16,7 +16,7 @@ from .budget import Budget
 from .errors import SettingsError, UnsupportedTorchError
 from .settings import ENV_PREFIX, Settings, env_layer, env_switch, env_variables, parse_bool_word
 
-_config_undo: list[tuple[Any, str, Any]] = []
+_config_hold: Any = None  # compat config handle of the env layer's Inductor config
 _held = False
 
 
@@ -88,7 +88,7 @@ def activate_from_env(environ: Mapping[str, str], stream: TextIO | None = None,
 
 def install_base(settings: Settings, source: str) -> None:
     """Make ``settings`` the process-wide base layer and install the patches for it."""
-    global _held
+    global _held, _config_hold
     from .autotune import block_changes
     from .block import PATCHES
 
@@ -103,20 +103,22 @@ def install_base(settings: Settings, source: str) -> None:
         _held = True
     import torch._inductor.config as config
 
-    # process-wide: every thread compiles under it
-    for name, value in block_changes(settings).items():
-        _config_undo.append((config, name, getattr(config, name)))
-        setattr(config, name, value)
+    # torch < 2.13: process-wide, refcounted with the blocks' changes (compat's adapter);
+    # torch >= 2.13: Inductor's config is per thread, so this reaches the thread that
+    # imported Inductor (see docs/environment.md)
+    changes = block_changes(settings)
+    if changes:
+        _config_hold = compat.enter_config(compat.ConfigChanges(config, changes))
 
 
 def uninstall_base() -> None:
     """Remove the env layer and its patches/config (tests, ``hook`` tooling)."""
-    global _held
+    global _held, _config_hold
     from .block import PATCHES
 
-    while _config_undo:
-        config, name, old = _config_undo.pop()
-        setattr(config, name, old)
+    hold, _config_hold = _config_hold, None
+    if hold is not None:
+        hold.exit()
     state.set_base(None)
     if _held:
         _held = False
