@@ -2,156 +2,107 @@
 
 Installed with the SM gate (same refcounted patch set) when the torch has the hooks:
 
-- ``AlgorithmSelectorCache.__call__`` wrapper: opens an :class:`OpRecord` for the op and
-  bounds the precompilation timeout by the remaining budget;
-- a preprocessing fn: ranks the template choices (search.py), keeps ``max_choices`` and
-  what the budget allows, puts the extern (ATen) choices first, tags every kept choice
-  with its record;
+- ``AlgorithmSelectorCache.__call__`` wrapper: opens an :class:`OpRecord` for the op, and
+  closes it when Inductor picked without benchmarking (sole choice, deterministic);
+- a preprocessing fn: ranks the template choices (search.py), keeps ``max_choices`` (and,
+  on torch without ``do_autotuning``, what the budget allows), puts the extern (ATen)
+  choices first, tags every kept choice with its record;
+- ``AlgorithmSelectorCache.do_autotuning`` wrapper: the budget decides here, when the op
+  is really benchmarked (at lowering, or later in the scheduler for deferred
+  multi-template buffers), and precompiles only what it allows; times the op;
 - ``AlgorithmSelectorCache.benchmark_choice`` wrapper: compares the output each template
   wrote in its timed run with the reference; a mismatch, NaN/Inf or an exception makes
   its timing ``inf`` (never an exception);
-- ``AlgorithmSelectorCache.do_autotuning`` wrapper (where it exists): times the op;
-- a feedback saver: closes the record (timings, winner, rejected), settles the budget and
-  removes rejected choices from the timings Inductor keeps.
+- a feedback saver: fails closed (a template timed without a passed check is removed),
+  closes the record, settles the budget;
+- ``PersistentCache.update_local_cache``: not written inside verified blocks.
+
+Verification applies to the GEMM family the gate opens (:data:`VERIFIED_OPS`); other
+autotuned ops (flex attention, ...) pass through untouched, noted "unverified".
+The records themselves live in records.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-import dataclasses
 import inspect
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import wrapt
 
 from . import state
+from .compat import (
+    benchmarked_as_extern,
+    infer_selected_choice,
+    is_reference,
+    unpack_selection,
+)
 from .patching import Append, Patch
+from .records import (
+    MAX_RECORDS,
+    OpRecord,
+    clear_decisions,
+    clear_records,
+    close,
+    decisions,
+    finite_or_none,
+    listeners,
+    records,
+    settle_budget,
+)
+from .records import choice_name as _choice_name
 from .settings import Settings
 from .verify import Check, compare, fp64_reference
+
+__all__ = [
+    "MAX_RECORDS",
+    "TAG",
+    "VERIFIED_OPS",
+    "OpRecord",
+    "build_patches",
+    "clear_decisions",
+    "clear_records",
+    "config_changes",
+    "decisions",
+    "feedback",
+    "listeners",
+    "preprocess",
+    "records",
+]
 
 log = logging.getLogger("inductor_sm_override")
 
 TAG = "_inductor_sm_override_op"
 
+# Ops whose template choices are verified: the GEMM family the gate opens (GPU) and the
+# CPU GEMMs Inductor autotunes. Names as passed to autotune_select_algorithm (2.11, 2.13).
+VERIFIED_OPS = frozenset({
+    "mm", "addmm", "bmm", "baddbmm", "mm_plus_mm", "int_mm", "scaled_mm", "grouped_mm",
+    "scaled_grouped_mm", "convolution",
+    "packed_linear", "linear_unary", "linear_binary", "qlinear_unary", "qlinear_binary",
+    "grouped_gemm", "_weight_int8pack_mm", "_weight_int4pack_mm_for_cpu",
+})
+
 _CURRENT_OP: contextvars.ContextVar[OpRecord | None] = contextvars.ContextVar(
     "inductor_sm_override_op", default=None
 )
-_records: list[OpRecord] = []
-_records_lock = threading.Lock()
-MAX_RECORDS = 10_000
-listeners: list[Callable[[OpRecord], None]] = []  # told of every finished op
-
-
-@dataclasses.dataclass(eq=False)
-class OpRecord:
-    """What happened to one autotuned op."""
-
-    name: str
-    settings: Settings
-    shapes: list[list[int] | None] = dataclasses.field(default_factory=list)
-    dtypes: list[str] = dataclasses.field(default_factory=list)
-    device: str = ""
-    sms: int | None = None
-    offered: list[str] = dataclasses.field(default_factory=list)
-    kept: list[str] = dataclasses.field(default_factory=list)
-    dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> cap/budget
-    externs: list[Any] = dataclasses.field(default_factory=list, repr=False)
-    timings: dict[str, float | None] = dataclasses.field(default_factory=dict)
-    rejected: dict[str, str] = dataclasses.field(default_factory=dict)
-    checks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    winner: str | None = None
-    started: float = dataclasses.field(default_factory=time.perf_counter)
-    autotune_s: float = 0.0
-    seconds: float | None = None
-    reserved_s: float = 0.0
-    budget: Any = dataclasses.field(default=None, repr=False)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    _references: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
-
-    def reference(self, autotune_args: Any) -> tuple[Any, str] | None:
-        """The reference output for these benchmark inputs (computed once), and its source."""
-        key = id(autotune_args)
-        if key in self._references:
-            return self._references[key][1]
-        found = _compute_reference(self, autotune_args)
-        self._references[key] = (autotune_args, found)  # keep args alive: ids stay unique
-        return found
-
-    def set_reference(self, autotune_args: Any, tensor: Any, source: str) -> None:
-        if id(autotune_args) not in self._references:
-            self._references[id(autotune_args)] = (autotune_args, (tensor, source))
-
-    def reject(self, choice_name: str, reason: str) -> None:
-        self.rejected[choice_name] = reason
-        self.timings[choice_name] = None
-
-    def as_event(self) -> dict[str, Any]:
-        """The JSON-able 'autotune' event of this op."""
-        event = {
-            "event": "autotune",
-            "name": self.name,
-            "device": self.device,
-            "sms": self.sms,
-            "shapes": self.shapes,
-            "dtypes": self.dtypes,
-            "offered": self.offered,
-            "kept": self.kept,
-            "capped": sorted(n for n, why in self.dropped.items() if why == "cap"),
-            "budget_dropped": sorted(n for n, why in self.dropped.items() if why == "budget"),
-            "externs": [_choice_name(c) for c in self.externs],
-            "timings": self.timings,
-            "winner": self.winner,
-            "rejected": self.rejected,
-            "checks": self.checks,
-            "seconds": None if self.seconds is None else round(self.seconds, 4),
-            "verify": self.settings.verify,
-            "notes": self.notes,
-        }
-        if self.budget is not None:
-            event["budget"] = self.budget.as_dict()
-        return event
-
-
-def decisions() -> list[dict[str, Any]]:
-    """The 'autotune' events of the ops autotuned in this process (oldest first)."""
-    return [record.as_event() for record in records()]
-
-
-def clear_decisions() -> None:
-    """Forget the recorded autotune decisions."""
-    clear_records()
-
-
-def records() -> list[OpRecord]:
-    """Records of the autotuned ops finished in this process (oldest first)."""
-    with _records_lock:
-        return list(_records)
-
-
-def clear_records() -> None:
-    with _records_lock:
-        _records.clear()
+# configs torch's shared-memory pruning removed, waiting for the op they were made for
+_PENDING_PRUNED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "inductor_sm_override_pruned", default=()
+)
+_BUDGET_AT_BENCHMARK = {"on": False}  # set when do_autotuning is wrapped (build_patches)
 
 
 def _is_extern(choice: Any) -> bool:
-    from torch._inductor.select_algorithm import AlgorithmSelectorCache, ExternKernelCaller
-
-    check = getattr(AlgorithmSelectorCache, "_is_extern", None)
-    if check is not None:
-        return bool(check(choice))
-    return isinstance(choice, ExternKernelCaller)
+    """A reference choice (ExternKernelCaller only; decompose_k subgraphs are templates)."""
+    return is_reference(choice)
 
 
-def _choice_name(choice: Any) -> str:
-    return str(getattr(choice, "name", None) or repr(choice))
-
-
-# --- __call__ wrapper: open the op ---------------------------------------------------------
+# --- __call__ wrapper: open the op, close what Inductor picks without benchmarking ---------
 
 def _open_op(name: str, input_nodes: Any, layout: Any, settings: Settings) -> OpRecord:
     from .gate import sm_count
@@ -186,19 +137,36 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
         bound = {}
     record = _open_op(bound.get("name", "?"), bound.get("input_nodes"), bound.get("layout"),
                       settings)
-    if record.budget is not None:
-        args, kwargs = _bound_timeout(wrapped, args, kwargs, bound, record.budget.remaining)
+    record.gemm = record.name in VERIFIED_OPS
+    record.verified_op = settings.verify and record.gemm
+    _take_pruned(record)
+    record.precompile_timeout = bound.get("precompilation_timeout_seconds")
+    if record.budget is not None and record.gemm:
+        if _BUDGET_AT_BENCHMARK["on"]:
+            # Decide in do_autotuning (deferred ops run it later, in the scheduler): no
+            # precompilation at lowering time, do_autotuning precompiles what it allows.
+            record.budget_at_benchmark = True
+            args, kwargs = _set_timeout(wrapped, args, kwargs, 0)
+        else:
+            timeout = _bounded_timeout(record.precompile_timeout, record.budget.remaining)
+            args, kwargs = _set_timeout(wrapped, args, kwargs, timeout)
     token = _CURRENT_OP.set(record)
     try:
         result = wrapped(*args, **kwargs)
+    except BaseException:
+        settle_budget(record)  # nothing may stay reserved
+        raise
     finally:
         _CURRENT_OP.reset(token)
-    chosen = result[1] if isinstance(result, tuple) and len(result) == 2 else None
-    if record.seconds is None and chosen is not None:
+    selection = unpack_selection(result)
+    record.deferred = selection.deferred
+    if not record.closed and not selection.deferred:
         # Selected without the feedback saver (a sole choice, a deterministic pick, a
-        # cache hit): close the record here. Deferred selections close in feedback().
-        record.winner = record.winner or _choice_name(chosen)
-        _close(record, benchmarked=False)
+        # cache hit): close here. Deferred selections close in feedback().
+        chosen = selection.choice or infer_selected_choice(instance, record.kept_choices)
+        if chosen is not None:
+            record.winner = record.winner or _choice_name(chosen)
+        close(record, benchmarked=False)
     return result
 
 
@@ -211,14 +179,16 @@ def _ensure_hooks(cache: Any) -> None:
             hooks.append(fn)
 
 
-def _bound_timeout(wrapped: Any, args: tuple, kwargs: dict, bound: dict,
-                   remaining: float) -> tuple[tuple, dict]:
-    """Bound the precompilation timeout argument by the remaining budget."""
+def _bounded_timeout(given: Any, remaining: float) -> int:
+    """The precompilation timeout bounded by the remaining budget (at least 1 s)."""
+    return max(1, int(min(given or 3600, max(remaining, 0.0) + 1)))
+
+
+def _set_timeout(wrapped: Any, args: tuple, kwargs: dict, timeout: int) -> tuple[tuple, dict]:
+    """Set the ``precompilation_timeout_seconds`` argument (where the method has it)."""
     names = list(inspect.signature(wrapped).parameters)
     if "precompilation_timeout_seconds" not in names:
         return args, kwargs
-    given = bound.get("precompilation_timeout_seconds") or 3600
-    timeout = max(1, int(min(given, max(remaining, 0.0) + 1)))
     index = names.index("precompilation_timeout_seconds")
     if len(args) > index:
         args = (*args[:index], timeout, *args[index + 1:])
@@ -227,36 +197,39 @@ def _bound_timeout(wrapped: Any, args: tuple, kwargs: dict, bound: dict,
     return args, kwargs
 
 
-# --- preprocessing fn: rank, cap, budget, tag ----------------------------------------------
+# --- preprocessing fn: rank, cap, prune, budget, tag ---------------------------------------
 
 def preprocess(choices: list[Any]) -> list[Any]:
-    """Keep every extern choice first, then the best ``max_choices`` templates the budget allows."""
+    """Keep every extern choice first, then the best ``max_choices`` templates (and what the
+    budget allows where it decides here). Ops outside :data:`VERIFIED_OPS` are only tagged."""
     settings = state.current()
     if settings is None:
         return choices
     from .search import problem_from, rank
 
     record = _CURRENT_OP.get()
-    if record is None:
-        record = OpRecord(name="?", settings=settings, budget=state.current_budget())
+    if record is None:  # not opened by the __call__ wrapper: treat as a GEMM (conservative)
+        record = OpRecord(name="?", settings=settings, budget=state.current_budget(),
+                          gemm=True, verified_op=settings.verify)
     names = {id(c): _choice_name(c) for c in choices}
+    record.offered = [names[id(c)] for c in choices]
+    if not record.gemm:
+        return _tag(record, list(choices), names)
     externs = [c for c in choices if _is_extern(c)]
     templates = [c for c in choices if not _is_extern(c)]
-    record.offered = [names[id(c)] for c in choices]
     record.externs = externs
     problem = None
     if templates:
         first = templates[0]
-        sms = record.sms or 1
         problem = problem_from(getattr(first, "layout", None),
-                               getattr(first, "input_nodes", ()), sms)
-    ranked = rank(templates, problem)
+                               getattr(first, "input_nodes", ()), record.sms or 1)
+    ranked = _prune_smem(record, rank(templates, problem), problem, names)
     keep = len(ranked)
     if settings.max_choices is not None and settings.max_choices < keep:
         for choice in ranked[settings.max_choices:]:
             record.dropped[names[id(choice)]] = "cap"
         keep = settings.max_choices
-    if record.budget is not None:
+    if record.budget is not None and not record.budget_at_benchmark:
         allowed, reserved = record.budget.allowance(keep)
         record.reserved_s = reserved
         for choice in ranked[allowed:keep]:
@@ -265,30 +238,154 @@ def preprocess(choices: list[Any]) -> list[Any]:
     if not externs and keep == 0 and ranked:
         keep = 1  # Inductor needs a choice; there is no fallback to keep instead
         record.dropped.pop(names[id(ranked[0])], None)
-        record.notes.append("no extern choice: the best-ranked template was kept")
-    kept = externs + ranked[:keep]
-    if settings.verify and len(kept) == 1 and not externs:
-        record.notes.append("sole choice: Inductor takes it without benchmarking (unverified)")
+        record.note("no extern choice: the best-ranked template was kept")
+    return _tag(record, externs + ranked[:keep], names)
+
+
+def _tag(record: OpRecord, kept: list[Any], names: dict[int, str]) -> list[Any]:
+    if record.verified_op and len(kept) == 1 and not record.externs:
+        record.note("sole choice: Inductor takes it without benchmarking (unverified)")
     record.kept = [names[id(c)] for c in kept]
+    record.kept_choices = list(kept)
     for choice in kept:
         try:
             setattr(choice, TAG, record)
         except Exception:
-            record.notes.append(f"could not tag {names[id(choice)]}")
+            record.note(f"could not tag {names[id(choice)]}")
     return kept
+
+
+def _prune_smem(record: OpRecord, ranked: list[Any], problem: Any,
+                names: dict[int, str]) -> list[Any]:
+    """Drop templates whose shared memory cannot fit the device (the ranking model's
+    estimate; used where torch has no pruning switch of its own)."""
+    from .search import device_smem_limit, parse_config, smem_bytes
+
+    if problem is None or _torch_prunes_smem() or not record.device.startswith("cuda"):
+        return ranked
+    limit = device_smem_limit(record.device)
+    if limit is None:
+        return ranked
+    kept = []
+    for choice in ranked:
+        cfg = parse_config(choice)
+        if cfg is not None and smem_bytes(cfg, problem.itemsize) > limit:
+            record.dropped[names[id(choice)]] = "smem"
+        else:
+            kept.append(choice)
+    if len(kept) < len(ranked):
+        record.note(f"shared memory: {len(ranked) - len(kept)} templates need more than "
+                    f"the device's {limit} bytes per block (estimate)")
+    return kept
+
+
+def _torch_prunes_smem() -> bool:
+    import torch._inductor.config as config
+
+    return bool(getattr(config, "max_autotune_prune_choices_based_on_shared_mem", False))
+
+
+def _take_pruned(record: OpRecord) -> None:
+    """Configs torch's shared-memory pruning removed for this op (made just before it)."""
+    pruned = _PENDING_PRUNED.get()
+    if not pruned:
+        return
+    _PENDING_PRUNED.set(())
+    for label in pruned:
+        record.dropped[label] = "smem"
+    record.note(f"shared memory: torch pruned {len(pruned)} configs over the device's "
+                "limit (max_autotune_prune_choices_based_on_shared_mem)")
+
+
+def _record_torch_pruning(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    kept = wrapped(*args, **kwargs)
+    if state.current() is None:
+        return kept
+    try:
+        configs = args[0] if args else kwargs["configs"]
+        survivors = {id(c) for c in kept}
+        labels = tuple(_config_label(c) for c in configs if id(c) not in survivors)
+        if labels:
+            _PENDING_PRUNED.set(_PENDING_PRUNED.get() + labels)
+    except Exception:
+        log.debug("could not record torch's shared-memory pruning", exc_info=True)
+    return kept
+
+
+def _config_label(cfg: Any) -> str:
+    parts = [getattr(cfg, f, "?") for f in ("block_m", "block_n", "block_k")]
+    return (f"config BLOCK {parts[0]}x{parts[1]}x{parts[2]} "
+            f"stages={getattr(cfg, 'num_stages', '?')} warps={getattr(cfg, 'num_warps', '?')}")
+
+
+# --- do_autotuning wrapper: the budget decides here; time the op ---------------------------
+
+def _do_autotuning(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    try:
+        call = inspect.signature(wrapped).bind(*args, **kwargs)
+    except TypeError:
+        return wrapped(*args, **kwargs)
+    choices = list(call.arguments.get("choices") or ())
+    record = next((getattr(c, TAG) for c in choices if hasattr(c, TAG)), None)
+    if record is None:
+        return wrapped(*args, **kwargs)
+    if record.budget_at_benchmark:
+        call.arguments["choices"], precompile = _budgeted(instance, record, choices, call)
+        if precompile is not None:
+            call.arguments["precompile_fn"] = precompile
+    started = record.running_since = time.perf_counter()
+    try:
+        return wrapped(*call.args, **call.kwargs)
+    finally:
+        record.running_since = None
+        record.autotune_s += time.perf_counter() - started
+        if not record.closed:
+            settle_budget(record)  # no feedback saver ran (raised): release, charge
+
+
+def _budgeted(selector: Any, record: OpRecord, choices: list[Any],
+              call: inspect.BoundArguments) -> tuple[list[Any], Any]:
+    """The choices the budget allows now, and a precompile fn for just those."""
+    if record.budget_decided:  # another hint_override of the same op: same choices
+        allowed_names = set(record.kept)
+        return [c for c in choices if _choice_name(c) in allowed_names], None
+    record.budget_decided = True
+    refs = [c for c in choices if _is_extern(c)]
+    templates = [c for c in choices if not _is_extern(c)]
+    allowed, reserved = record.budget.allowance(len(templates))
+    record.reserved_s = reserved
+    if not refs and allowed == 0 and templates:
+        allowed = 1
+        record.note("no extern choice: the best-ranked template was kept")
+    for choice in templates[allowed:]:
+        record.dropped[_choice_name(choice)] = "budget"
+    kept = refs + templates[:allowed]
+    record.kept = [_choice_name(c) for c in kept]
+    record.kept_choices = list(kept)
+    timeout = _bounded_timeout(record.precompile_timeout, record.budget.remaining + reserved)
+    try:
+        precompile = selector.make_precompile_fn(
+            kept, call.arguments["name"], call.arguments["inputs_key"],
+            precompilation_timeout_seconds=timeout,
+        )
+    except Exception:
+        log.debug("could not rebuild the precompile fn", exc_info=True)
+        precompile = None
+    return kept, precompile
 
 
 # --- benchmark_choice wrapper: verify the timed output -------------------------------------
 
-def _tensors(autotune_args: Any, extern: bool) -> tuple[list[Any], Any]:
-    inputs, output = autotune_args.get_benchmark_tensors(extern).unpack()
-    return list(inputs), output
+def _output_view(autotune_args: Any) -> Any:
+    """The output window every choice writes (torch's VERIFY reads the same view): the
+    extern tensor carries the layout offset, which Triton kernels add to their base ``out``."""
+    return autotune_args.extern.output_tensor
 
 
 def _compute_reference(record: OpRecord, autotune_args: Any) -> tuple[Any, str] | None:
+    inputs, out = list(autotune_args.extern.input_tensors), _output_view(autotune_args)
     for extern in record.externs:
         try:
-            inputs, out = _tensors(autotune_args, True)
             fn = extern.to_callable()
             result = out.clone()
             if getattr(extern, "has_out_variant", True):
@@ -297,13 +394,24 @@ def _compute_reference(record: OpRecord, autotune_args: Any) -> tuple[Any, str] 
                 result.copy_(fn(*inputs))
             return result, f"extern {_choice_name(extern)}"
         except Exception as exc:  # try the next extern, then fp64
-            record.notes.append(f"reference from {_choice_name(extern)} failed: {exc!r}"[:200])
+            record.note(f"reference from {_choice_name(extern)} failed: {exc!r}"[:200])
     try:
-        inputs, _out = _tensors(autotune_args, False)
         wide = fp64_reference(record.name, inputs)
     except Exception:
         wide = None
     return (wide, "fp64") if wide is not None else None
+
+
+def _poison(tensor: Any) -> None:
+    """Fill the window the check reads, so a kernel that writes nothing cannot pass on the
+    previous choice's output."""
+    try:
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+        elif tensor.dtype.is_signed:
+            tensor.fill_(-(2 ** 31) + 7 if tensor.element_size() >= 4 else -77)
+    except Exception:
+        log.debug("could not poison the output window", exc_info=True)
 
 
 def _benchmark_choice(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> float:
@@ -314,123 +422,122 @@ def _benchmark_choice(wrapped: Any, instance: Any, args: tuple, kwargs: dict) ->
     if record is None or autotune_args is None:
         return wrapped(*args, **kwargs)
     name = _choice_name(choice)
+    if not record.gemm:
+        timing = wrapped(*args, **kwargs)  # outside the GEMM family: untouched
+        record.timings[name] = finite_or_none(timing)
+        return timing
     if _is_extern(choice):
         timing = wrapped(*args, **kwargs)
-        try:
-            _inputs, out = _tensors(autotune_args, True)
-            record.set_reference(autotune_args, out.clone(), f"extern {name}")
-        except Exception:
-            pass
-        record.timings[name] = _finite_or_none(timing)
+        with contextlib.suppress(Exception):
+            record.set_reference(autotune_args, _output_view(autotune_args).clone(),
+                                 f"extern {name}")
+        record.timings[name] = finite_or_none(timing)
         return timing
+    if record.verified_op and not benchmarked_as_extern(choice):
+        _poison(_output_view(autotune_args))
     try:
         timing = wrapped(*args, **kwargs)
     except Exception as exc:  # incl. torch's own VERIFY AssertionError: reject, never abort
         record.reject(name, f"{type(exc).__name__}: {exc}"[:300])
         return math.inf
-    if not record.settings.verify:
-        record.timings[name] = _finite_or_none(timing)
+    if not record.verified_op:
+        record.timings[name] = finite_or_none(timing)
         return timing
     outcome = _check(record, autotune_args, name)
     if outcome is not None:
         record.reject(name, outcome)
         return math.inf
-    record.timings[name] = _finite_or_none(timing)
+    record.timings[name] = finite_or_none(timing)
     return timing
 
 
 def _check(record: OpRecord, autotune_args: Any, name: str) -> str | None:
-    """None when the choice's timed output matches the reference, else the reason."""
-    reference = record.reference(autotune_args)
+    """None when the choice's timed output matches the reference (or there is no reference:
+    then it is noted unverified), else the reason for rejecting it."""
+    reference = record.reference(autotune_args, _compute_reference)
     if reference is None:
-        return "no reference available to verify against"
+        record.unverified[name] = "no reference"
+        record.checks[name] = {"passed": None, "reason": "no reference"}
+        return None
     expected, source = reference
     try:
-        _inputs, out = _tensors(autotune_args, False)
-        result: Check = compare(out, expected, record.settings.rtol, record.settings.atol)
+        result: Check = compare(_output_view(autotune_args), expected, record.settings.rtol,
+                                record.settings.atol)
     except Exception as exc:
         return f"verification failed: {type(exc).__name__}: {exc}"[:300]
     record.checks[name] = {**result.as_dict(), "reference": source}
     return None if result.passed else f"mismatch vs {source}: {result.reason}"
 
 
-def _finite_or_none(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+# --- feedback saver: fail closed, close the op ---------------------------------------------
 
+UNVERIFIED_PATH = "unverified path: timed without the toolkit's check"
 
-# --- do_autotuning wrapper: time the op ----------------------------------------------------
-
-def _do_autotuning(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    started = time.perf_counter()
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        elapsed = time.perf_counter() - started
-        try:
-            choices = inspect.signature(wrapped).bind_partial(*args, **kwargs).arguments.get(
-                "choices", ()
-            )
-        except TypeError:
-            choices = ()
-        for choice in choices or ():
-            record = getattr(choice, TAG, None)
-            if record is not None:
-                record.autotune_s += elapsed
-                break
-
-
-# --- feedback saver: close the op ----------------------------------------------------------
 
 def feedback(timings: dict[Any, float], name: str, input_nodes: Any, choices: Any,
              *rest: Any) -> None:
-    """Close the op's record; drop rejected choices from the timings Inductor keeps."""
+    """Remove rejected and unchecked templates from the timings Inductor keeps; close."""
     record = next((getattr(c, TAG, None) for c in (choices or ()) if hasattr(c, TAG)), None)
-    if record is None or record.seconds is not None:
+    if record is None:
         return
+    _fail_closed(record, timings)
     for choice, timing in timings.items():
         label = _choice_name(choice)
         if label not in record.rejected:
-            record.timings.setdefault(label, _finite_or_none(timing))
-    finite = {c: t for c, t in timings.items()
-              if math.isfinite(t) and _choice_name(c) not in record.rejected}
+            record.timings.setdefault(label, finite_or_none(timing))
+    if not record.verified_op and record.settings.verify:
+        record.note(f"unverified: no reference ({record.name} is outside the verified GEMM "
+                    "family; its choices pass through)")
+    if record.closed:
+        return  # a later hint_override of the same op: rejections removed above
+    finite = {c: t for c, t in timings.items() if math.isfinite(t)}
     if finite:
-        best = min(finite, key=finite.__getitem__)
-        record.winner = _choice_name(best)
-        for choice in [c for c in timings if _choice_name(c) in record.rejected]:
-            del timings[choice]  # deferred (multi-template/fusion) paths never see them
-    _close(record)
+        record.winner = _choice_name(min(finite, key=finite.__getitem__))
+    close(record)
 
 
-def _close(record: OpRecord, benchmarked: bool = True) -> None:
-    """Finish a record: its time, the budget settlement, the listeners.
+def _fail_closed(record: OpRecord, timings: dict[Any, float]) -> None:
+    """Delete every rejected choice and, in verified ops, every template without a passed
+    check (deferred multi-template and fusion paths never see them). Templates that merely
+    had no reference stay only when nothing else is left (no extern to fall back on)."""
+    doomed, no_reference = [], []
+    for choice, timing in timings.items():
+        label = _choice_name(choice)
+        if _is_extern(choice) or not record.gemm:
+            continue
+        if label in record.rejected:
+            doomed.append(choice)
+            continue
+        if not record.verified_op:
+            continue
+        check = record.checks.get(label)
+        if check is not None and check.get("passed") is True:
+            continue
+        if check is not None and check.get("passed") is None:
+            no_reference.append(choice)
+        elif math.isfinite(timing):
+            record.reject(label, UNVERIFIED_PATH)
+            doomed.append(choice)
+    for choice in doomed:
+        del timings[choice]
+    if no_reference and len(no_reference) == len(timings):
+        record.note("unverified: no reference and no extern choice; torch's pick stands")
+        return
+    for choice in no_reference:
+        record.unverified[_choice_name(choice)] = "no reference: removed (an extern remains)"
+        record.timings[_choice_name(choice)] = None
+        del timings[choice]
 
-    The time is what precompiling and benchmarking took (the do_autotuning wrapper), or,
-    on torch without that method, the time since the op was opened.
-    """
-    if benchmarked:
-        record.seconds = record.autotune_s or (time.perf_counter() - record.started)
-    else:
-        record.seconds = record.autotune_s
-    if record.budget is not None:
-        run = sum(1 for v in record.timings.values() if v is not None) + len(record.rejected)
-        record.budget.settle(record.reserved_s, record.seconds if run else 0.0, run)
-        record.reserved_s = 0.0
-    record._references.clear()
-    from .report import on_autotune
 
-    on_autotune(record.as_event(), record.settings)
-    with _records_lock:
-        _records.append(record)
-        del _records[:-MAX_RECORDS]
-    for listener in list(listeners):
-        try:
-            listener(record)
-        except Exception:
-            log.debug("autotune listener failed", exc_info=True)
+# --- the on-disk autotune cache ------------------------------------------------------------
+
+def _update_local_cache(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """``PersistentCache.lookup`` rewrites the cache file even with the local cache off
+    (then with only this op's timings): not inside verified blocks."""
+    settings = state.current()
+    if settings is not None and settings.verify:
+        return None
+    return wrapped(*args, **kwargs)
 
 
 # --- installation --------------------------------------------------------------------------
@@ -448,9 +555,17 @@ def build_patches(selector: Any) -> list[Any]:
     if "benchmark_choice" in owned:
         patches.append(Patch(cls, "benchmark_choice",
                              wrapt.FunctionWrapper(owned["benchmark_choice"], _benchmark_choice)))
+    _BUDGET_AT_BENCHMARK["on"] = "do_autotuning" in owned and "make_precompile_fn" in owned
     if "do_autotuning" in owned:
         patches.append(Patch(cls, "do_autotuning",
                              wrapt.FunctionWrapper(owned["do_autotuning"], _do_autotuning)))
+    persistent = getattr(selector, "PersistentCache", None)
+    writer = getattr(persistent, "update_local_cache", None)
+    if persistent is not None and callable(writer):
+        raw = inspect.getattr_static(persistent, "update_local_cache")
+        patches.append(Patch(persistent, "update_local_cache",
+                             wrapt.FunctionWrapper(raw, _update_local_cache)))
+    patches += _pruning_patches()
     get_cache = getattr(selector, "get_algorithm_selector_cache", None)
     if callable(get_cache):
         cache = get_cache()
@@ -461,8 +576,23 @@ def build_patches(selector: Any) -> list[Any]:
     return patches
 
 
+def _pruning_patches() -> list[Any]:
+    """Record what torch's shared-memory pruning removes (where it exists)."""
+    try:
+        from torch._inductor.template_heuristics import triton as heuristics
+    except Exception:
+        return []
+    base = getattr(heuristics, "BaseConfigHeuristic", None)
+    raw = vars(base).get("_prune_exceeding_max_shared_mem_configs") if base else None
+    if raw is None:
+        return []
+    return [Patch(base, "_prune_exceeding_max_shared_mem_configs",
+                  wrapt.FunctionWrapper(raw, _record_torch_pruning))]
+
+
 def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
-    """Inductor config for a block: no unverifiable autotune paths; the search space."""
+    """Inductor config for a block: no unverifiable autotune paths; the search space;
+    shared-memory pruning of template configs."""
     changes: dict[str, Any] = {}
     if settings.verify:
         wanted = {
@@ -472,6 +602,10 @@ def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
             "autotune_remote_cache": False,
         }
         changes.update({k: v for k, v in wanted.items() if hasattr(config, k)})
+    if hasattr(config, "max_autotune_prune_choices_based_on_shared_mem"):
+        # configs that cannot fit a mid-size part's shared memory (~100 KB on sm_86/89)
+        # waste precompiles and fail; torch reads the device's real limit
+        changes["max_autotune_prune_choices_based_on_shared_mem"] = True
     if settings.search_space is not None and hasattr(config, "max_autotune_gemm_search_space"):
         changes["max_autotune_gemm_search_space"] = settings.search_space
     return changes

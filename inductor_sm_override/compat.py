@@ -324,3 +324,79 @@ def _warn_once(message: str) -> None:
         return
     _warned.add(message)
     warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# --- selector adapter (H2) ---
+# What differs between releases in Inductor's autotuner, seen from the hooks (autotune.py):
+# - ``AlgorithmSelectorCache.__call__`` returns ``(node, choice)`` from 2.13 on (choice None
+#   for a deferred multi-template buffer) but only the node on 2.9-2.12 (2.11 ``:2920``,
+#   2.9.1 ``:2432``), even for a sole choice or a deterministic pick;
+# - ``AlgorithmSelectorCache._is_extern`` (2.10+) says which ``AutotuneArgs`` tensors a choice
+#   is benchmarked with; it counts ``SubgraphChoiceCaller`` (decompose_k) as extern. On 2.9
+#   the method does not exist (the same rule is written inline in ``benchmark_choice``).
+# For the toolkit, only an ``ExternKernelCaller`` is a reference (never capped, never checked).
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What ``AlgorithmSelectorCache.__call__`` decided, on any release."""
+
+    node: Any
+    choice: Any  # the chosen ChoiceCaller, None when unknown or deferred
+    deferred: bool  # a MultiTemplateBuffer: the choice is made later, in the scheduler
+
+
+def _is_multi_template(node: Any) -> bool:
+    try:
+        from torch._inductor.ir import MultiTemplateBuffer
+    except Exception:
+        return False
+    for _ in range(4):  # TensorBox -> StorageBox -> buffer
+        if isinstance(node, MultiTemplateBuffer):
+            return True
+        node = getattr(node, "data", None)
+        if node is None:
+            return False
+    return False
+
+
+def unpack_selection(result: Any) -> Selection:
+    """Read ``__call__``'s result: a ``(node, choice)`` tuple (2.13+) or a node (2.9-2.12)."""
+    if isinstance(result, tuple) and len(result) == 2:
+        node, choice = result
+        return Selection(node, choice, choice is None and _is_multi_template(node))
+    return Selection(result, None, _is_multi_template(result))
+
+
+def infer_selected_choice(selector: Any, kept: list[Any]) -> Any:
+    """The choice ``__call__`` took without benchmarking when it returned only a node:
+    the sole choice, or the deterministic pick (None when it cannot be told)."""
+    if len(kept) == 1:
+        return kept[0]
+    try:
+        import torch._inductor.config as config
+
+        if config.deterministic and len(kept) >= 2:
+            return selector.pick_deterministic_choice(list(kept))
+    except Exception:
+        return None
+    return None
+
+
+def is_reference(choice: Any) -> bool:
+    """An extern (ATen/cuBLAS/MKL) choice: the toolkit's reference and fallback."""
+    from torch._inductor.select_algorithm import ExternKernelCaller
+
+    return isinstance(choice, ExternKernelCaller)
+
+
+def benchmarked_as_extern(choice: Any) -> bool:
+    """Whether Inductor hands this choice the extern ``AutotuneArgs`` tensors."""
+    from torch._inductor import select_algorithm as sa
+
+    if "_is_extern" in vars(sa.AlgorithmSelectorCache):  # 2.10+
+        return bool(sa.AlgorithmSelectorCache._is_extern(choice))
+    # 2.9: the same rule written inline in benchmark_choice; 2.8: ExternKernelCaller only
+    subgraph = getattr(sa, "SubgraphChoiceCaller", None)
+    kinds = (sa.ExternKernelCaller,) + ((subgraph,) if isinstance(subgraph, type) else ())
+    return isinstance(choice, kinds)

@@ -140,9 +140,37 @@ def _simulated_max_sms(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -
     return wrapped(*args, **kwargs)
 
 
+def _simulated_cuda_properties(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """``torch.cuda.get_device_properties`` for Inductor's direct reads of
+    ``multi_processor_count`` (flex decoding, 2.13 lowering and replace_random)."""
+    props = wrapped(*args, **kwargs)
+    settings = state.current()
+    if settings is None or settings.simulate_sms is None:
+        return props
+    return _SimulatedProperties(props, settings.simulate_sms)
+
+
+class _SimulatedProperties(wrapt.ObjectProxy):
+    """Device properties with another SM count (every other field is the real one)."""
+
+    def __init__(self, props: Any, sms: int) -> None:
+        super().__init__(props)
+        self._self_sms = sms
+
+    @property
+    def multi_processor_count(self) -> int:
+        return self._self_sms
+
+
 def build_patches(plan: Plan) -> list[Patch]:
     """The patches for ``plan``: the gate at every binding site, and the SM simulation."""
+    import torch
+
     patches = []
+    cuda_props = vars(torch.cuda).get("get_device_properties")
+    if plan.device_properties is not None and cuda_props is not None:
+        wrapper = wrapt.FunctionWrapper(cuda_props, _simulated_cuda_properties)
+        patches.append(Patch(torch.cuda, "get_device_properties", wrapper))
     gate = wrapt.FunctionWrapper(plan.gate, _make_gate(plan))
     patches += [Patch(site, GATE_NAME, gate) for site in plan.sites]
     if plan.device_properties is not None:

@@ -76,6 +76,30 @@ def parse_config(choice: Any) -> TileConfig | None:
     )
 
 
+SMEM_EXTRA_BYTES = 128  # barriers (torch's own estimate adds the same)
+
+
+def smem_bytes(cfg: TileConfig, itemsize: int) -> int:
+    """Shared memory one CTA of ``cfg`` needs: the pipelined A and B tiles (the same
+    estimate as torch's ``get_shared_memory_estimation`` without the TMA epilogue)."""
+    return cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * itemsize + SMEM_EXTRA_BYTES
+
+
+def device_smem_limit(device: Any) -> int | None:
+    """Shared memory a block may opt into on a CUDA device (None when unknown)."""
+    try:
+        import torch
+
+        props = torch.cuda.get_device_properties(torch.device(device))
+    except Exception:
+        return None
+    for field in ("shared_memory_per_block_optin", "shared_memory_per_block"):
+        value = getattr(props, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def occupancy(cfg: TileConfig, problem: Problem) -> int:
     """CTAs of this config that fit on one SM at once."""
     smem = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * problem.itemsize

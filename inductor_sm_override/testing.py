@@ -26,6 +26,7 @@ class FakeDeviceProperties:
     max_threads_per_multi_processor: int = 1536
     max_threads_per_block: int = 1024
     warp_size: int = 32
+    shared_memory_per_block_optin: int = 101376  # sm_86/sm_89: 99 KB
     gcnArchName: str = "NVIDIA"  # noqa: N815 - torch's attribute name
 
 
@@ -132,6 +133,8 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
 
     from torch._inductor import select_algorithm
 
+    from .compat import is_reference
+
     if mode not in FAULT_MODES:
         raise ValueError(f"mode={mode!r}: expected one of {FAULT_MODES}")
     regex = re.compile(pattern)
@@ -142,7 +145,7 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
         out = []
         for choice in choices:
             name = str(getattr(choice, "name", ""))
-            extern = select_algorithm.AlgorithmSelectorCache._is_extern(choice)
+            extern = is_reference(choice)  # an ExternKernelCaller (any release)
             if regex.search(name) and not (templates_only and extern):
                 corrupted.append(name)
                 choice = proxy(choice, mode, 1e-6 if fastest else None)

@@ -50,7 +50,9 @@ def compare(actual: Any, expected: Any, rtol: float | None = None,
     """Elementwise ``|actual - expected| <= atol + rtol * |expected|`` with NaN/Inf rules.
 
     A non-finite value where the reference is finite fails; where the reference is
-    non-finite the values must be the same non-finite value.
+    non-finite the values must be the same non-finite value. Computed where the tensors
+    are (on the GPU for GPU outputs), reduced to a few scalars read back at once: float32
+    arithmetic (float64 for float64 outputs), exact for integer outputs.
     """
     import torch
 
@@ -59,41 +61,69 @@ def compare(actual: Any, expected: Any, rtol: float | None = None,
     if tuple(actual.shape) != tuple(expected.shape):
         return Check(False, math.inf, math.inf, rtol, atol or 0.0,
                      f"shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
-    a = actual.detach().to("cpu", torch.float64)
-    e = expected.detach().to("cpu", torch.float64)
-    finite = torch.isfinite(e)
-    if e.numel() == 0:
+    if expected.numel() == 0:
         return Check(True, 0.0, 0.0, rtol, atol or 0.0)
-    scale = float(e[finite].pow(2).mean().sqrt()) if bool(finite.any()) else 1.0
-    scale = scale if scale > 0 and math.isfinite(scale) else 1.0
-    atol_abs = d_atol_rel * scale if atol is None else atol
-    bad_nonfinite = finite & ~torch.isfinite(a)
-    mismatched_special = ~finite & ~((a == e) | (torch.isnan(a) & torch.isnan(e)))
-    diff = torch.where(finite & torch.isfinite(a), (a - e).abs(), torch.zeros_like(a))
-    max_abs = float(diff.max()) if diff.numel() else 0.0
-    if bool(bad_nonfinite.any()):
-        count = int(bad_nonfinite.sum())
+    exact = not (actual.dtype.is_floating_point or actual.dtype.is_complex)
+    wide = _wide_dtype(actual, expected)
+    e = expected.detach().to(dtype=wide)
+    a = actual.detach().to(device=e.device, dtype=wide)
+    finite = torch.isfinite(e)
+    a_finite = torch.isfinite(a)
+    zero = torch.zeros((), dtype=wide, device=e.device)
+    count = finite.sum()
+    scale = torch.where(finite, e * e, zero).sum().div(count.clamp(min=1)).sqrt()
+    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+    atol_t = scale * d_atol_rel if atol is None else torch.full_like(scale, atol)
+    if exact:
+        atol_t = torch.zeros_like(scale) if atol is None else atol_t
+    both = finite & a_finite
+    diff = torch.where(both, (a - e).abs(), zero)
+    over = diff > atol_t + rtol * torch.where(finite, e.abs(), zero)
+    special = ~finite & ~((a == e) | (torch.isnan(a) & torch.isnan(e)))
+    stats = torch.stack([
+        diff.max().to(torch.float64), scale.to(torch.float64), atol_t.to(torch.float64),
+        (finite & ~a_finite).sum().to(torch.float64), special.sum().to(torch.float64),
+        over.sum().to(torch.float64),
+    ]).tolist()  # the one device -> host transfer
+    max_abs, scale_v, atol_abs, bad_nonfinite, bad_special, n_over = stats
+    if bad_nonfinite:
         return Check(False, math.inf, math.inf, rtol, atol_abs,
-                     f"{count} NaN/Inf values where the reference is finite")
-    if bool(mismatched_special.any()):
-        return Check(False, max_abs, max_abs / scale, rtol, atol_abs,
+                     f"{int(bad_nonfinite)} NaN/Inf values where the reference is finite")
+    if bad_special:
+        return Check(False, max_abs, max_abs / scale_v, rtol, atol_abs,
                      "non-finite reference values not reproduced")
-    over = diff > atol_abs + rtol * e.abs().where(finite, torch.zeros_like(e))
-    if bool(over.any()):
-        return Check(False, max_abs, max_abs / scale, rtol, atol_abs,
-                     f"{int(over.sum())} of {over.numel()} values off by up to {max_abs:.3g} "
+    if n_over:
+        return Check(False, max_abs, max_abs / scale_v, rtol, atol_abs,
+                     f"{int(n_over)} of {over.numel()} values off by up to {max_abs:.3g} "
                      f"(atol {atol_abs:.3g}, rtol {rtol:g})")
-    return Check(True, max_abs, max_abs / scale, rtol, atol_abs)
+    return Check(True, max_abs, max_abs / scale_v, rtol, atol_abs)
+
+
+def _wide_dtype(actual: Any, expected: Any) -> Any:
+    """float32 for the comparison, float64 where an fp64 tolerance or exact integers need
+    it (float32 on MPS, which has no float64)."""
+    import torch
+
+    mps = "mps" in (actual.device.type, expected.device.type)
+    needs64 = torch.float64 in (actual.dtype, expected.dtype) or not (
+        actual.dtype.is_floating_point or actual.dtype.is_complex)
+    return torch.float64 if needs64 and not mps else torch.float32
 
 
 def fp64_reference(op_name: str, inputs: list[Any]) -> Any | None:
-    """A float64 (float32 where the device has no fp64) evaluation for known GEMM ops."""
+    """A float64 (float32 where the device has no fp64) evaluation for GEMMs whose inputs
+    say everything: mm, bmm, int_mm (exact in float64), mm_plus_mm. ``inputs`` are the
+    extern benchmark tensors (with their storage offsets)."""
     import torch
 
-    fns = {"mm": torch.mm, "bmm": torch.bmm}
-    fn = fns.get(op_name)
-    if fn is None or len(inputs) != 2:
+    fns = {"mm": (2, torch.mm), "bmm": (2, torch.bmm), "int_mm": (2, torch.mm),
+           "mm_plus_mm": (4, None)}
+    arity, fn = fns.get(op_name, (0, None))
+    if not arity or len(inputs) != arity:
         return None
     device = inputs[0].device
     wide = torch.float32 if device.type == "mps" else torch.float64
-    return fn(inputs[0].to(wide), inputs[1].to(wide))
+    args = [t.to(wide) for t in inputs]
+    if op_name == "mm_plus_mm":
+        return args[0] @ args[1] + args[2] @ args[3]
+    return fn(args[0], args[1])
