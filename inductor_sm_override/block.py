@@ -43,13 +43,20 @@ def _block_config(settings: Settings) -> ConfigChanges | None:
     return ConfigChanges(config, changes) if changes else None
 
 
+def _functorch_config(settings: Settings) -> ConfigChanges | None:
+    from .training import functorch_config
+
+    return functorch_config(settings)
+
+
 # Per-block enter hooks: name -> factory(settings) returning None, a ``ConfigChanges``
 # (a torch config module and the values the block needs) or a context manager.
 # ConfigChanges are applied through compat's config adapter: in the entering thread where
 # torch's config is thread-local (>= 2.13), refcounted process-wide where it is not
 # (first block applies, last block restores exactly). Return ConfigChanges for any torch
 # config module; a bare ``module.patch(...)`` would leak across threads before 2.13.
-BLOCK_HOOKS: dict[str, Any] = {"inductor_config": _block_config}
+BLOCK_HOOKS: dict[str, Any] = {"inductor_config": _block_config,
+                               "functorch_config": _functorch_config}
 
 
 def _enter_hook(factory: Any, settings: Settings) -> Any:
