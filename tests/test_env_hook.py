@@ -216,9 +216,12 @@ def test_install_paths_ship_a_working_hook(tmp_path, how):
     if how == "wheel":
         shutil.copytree(repo, tmp_path / "src", ignore=shutil.ignore_patterns(
             ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                        "--no-build-isolation", "-w", str(tmp_path / "dist"),
-                        str(tmp_path / "src")], check=True, capture_output=True)
+        # An isolated build (pyproject's build-system requires), as a new user's `pip wheel`
+        # does: the running venv may lack `wheel` and have a setuptools without bdist_wheel.
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                                "-w", str(tmp_path / "dist"), str(tmp_path / "src")],
+                               capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr[-2000:]
         python = _venv_with(tmp_path, "v", [str(next((tmp_path / "dist").glob("*.whl")))])
     elif how == "editable":
         python = _venv_with(tmp_path, "v", ["-e", repo])
