@@ -9,6 +9,8 @@ may contain ``{rank}`` (``$RANK``, else 0) and ``{pid}`` for one file per proces
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
@@ -32,22 +34,64 @@ def resolve_path(path: str) -> str:
 
 
 class ReportWriter:
-    """Appends JSON lines to one file; writes a "start" event first."""
+    """Appends JSON lines to one file; writes a "start" event first.
+
+    Never holds a descriptor below 3: torch 2.9.1 closes fd 0 in-process after loading a
+    compiled kernel, so a file that got fd 0 (stdin closed) would be closed under us and the
+    number handed to the next ``open``. Each write also checks that the descriptor is still
+    this file (device and inode) and reopens the path if it was closed or reused.
+    """
+
+    _MIN_FD = 3
 
     def __init__(self, path: str, settings: Settings) -> None:
         self.path = resolve_path(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = -1
+        self._identity: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._open()
         self.write(start_event(settings))
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if fd < self._MIN_FD:  # stdin/stdout/stderr slot: move it out of harm's way
+            try:
+                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self._MIN_FD)
+            finally:
+                os.close(fd)
+            fd = high
+        info = os.fstat(fd)
+        self._fd, self._identity = fd, (info.st_dev, info.st_ino)
+
+    def _still_ours(self) -> bool:
+        try:
+            info = os.fstat(self._fd)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self._identity
 
     def write(self, event: dict[str, Any]) -> None:
         event = {"event": event.get("event", "?"), "time": round(time.time(), 3),
                  "pid": os.getpid(), "rank": os.environ.get("RANK"), **event}
         line = json.dumps(event, default=str, allow_nan=False, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode())
+        data = line.encode()
+        with self._lock:
+            if not self._still_ours():
+                self._open()  # closed or reused by someone else: never write into their file
+            try:
+                os.write(self._fd, data)
+            except OSError as exc:
+                if exc.errno != errno.EBADF:
+                    raise
+                self._open()
+                os.write(self._fd, data)
 
     def close(self) -> None:
-        os.close(self._fd)
+        with self._lock:
+            if self._still_ours():
+                os.close(self._fd)
+            self._fd = -1
 
 
 def start_event(settings: Settings) -> dict[str, Any]:
