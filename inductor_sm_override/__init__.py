@@ -21,6 +21,8 @@ _LAZY = {
     "compile": "checked",
     "decisions": "autotune",
     "clear_decisions": "autotune",
+    "cache_hits": "cache",
+    "clear_cache_hits": "cache",
     "limit_sms": "limit",
 }
 
@@ -29,6 +31,8 @@ __all__ = [
     "SettingsError",
     "UnsupportedTorchError",
     "__version__",
+    "cache_hits",
+    "clear_cache_hits",
     "clear_decisions",
     "compile",
     "decisions",
@@ -40,6 +44,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .autotune import clear_decisions, decisions
     from .block import override, status
+    from .cache import cache_hits, clear_cache_hits
     from .checked import compile
     from .errors import SettingsError, UnsupportedTorchError
     from .limit import limit_sms

@@ -110,7 +110,8 @@ def _open_op(name: str, input_nodes: Any, layout: Any, settings: Settings) -> Op
     record = OpRecord(name=str(name), settings=settings, budget=state.current_budget())
     for node in input_nodes or ():
         try:
-            record.shapes.append([int(s) for s in node.get_size()])
+            record.shapes.append([int(s) if getattr(s, "is_number", True) else str(s)
+                                  for s in node.get_size()])  # symbolic: "s0"
         except Exception:
             record.shapes.append(None)
         record.dtypes.append(str(getattr(node, "get_dtype", lambda: "?")()))

@@ -9,6 +9,11 @@
   an unverified winner can never skip verification and a rejected one is never stored.
 - The lazy-compile trap: graphs are tagged with the settings they were compiled under;
   running one inside a block whose settings differ warns once per graph.
+- Cache hits are visible: a graph that Inductor loads from the FX graph cache inside a
+  block (``FxGraphCache.load_with_key``, the one loader of torch 2.11 and 2.13, used by
+  compile_fx and by the AOT autograd cache) was autotuned earlier under the same settings
+  and is not autotuned now: it gives a ``cache_hit`` event (graph key, settings), kept in
+  :func:`cache_hits` and written to the report, instead of silence.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -140,17 +147,90 @@ def _warn_trap(graph: Any, made: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+# --- cache hits ------------------------------------------------------------------------------
+
+_hits: list[dict[str, Any]] = []
+_hits_lock = threading.Lock()
+MAX_HITS = 10_000
+_LOAD_PARAMS = ("key", "debug_lines", "example_inputs", "local", "remote_cache", "is_backward")
+
+
+def cache_hits() -> list[dict[str, Any]]:
+    """The 'cache_hit' events of this process (oldest first): graphs served from Inductor's
+    FX graph cache inside a block, i.e. autotuned earlier under the same settings."""
+    with _hits_lock:
+        return [dict(hit) for hit in _hits]
+
+
+def clear_cache_hits() -> None:
+    with _hits_lock:
+        _hits.clear()
+
+
+def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event."""
+    result = wrapped(*args, **kwargs)
+    settings = state.current()
+    if settings is None:
+        return result
+    try:
+        graph, info = result
+        if graph is not None:
+            bound = dict(zip(_LOAD_PARAMS, args, strict=False))
+            bound.update(kwargs)
+            _record_hit(settings, str(bound.get("key")), bool(bound.get("is_backward")),
+                        info if isinstance(info, dict) else {})
+    except Exception:  # visibility must never break a compile
+        log.debug("cache_hit event failed", exc_info=True)
+    return result
+
+
+def _record_hit(settings: Settings, key: str, backward: bool, info: dict[str, Any]) -> None:
+    saved = info.get("time_saved_ns")
+    event = {
+        "event": "cache_hit",
+        "key": key,
+        "backward": backward,
+        "settings": {k: v for k, v in settings.as_dict().items() if k not in _NOT_COMPILED},
+        "settings_key": settings_key(settings),
+        "time_saved_s": round(saved / 1e9, 4) if isinstance(saved, (int, float)) else None,
+        "at": round(time.time(), 3),
+    }
+    with _hits_lock:
+        _hits.append(event)
+        del _hits[:-MAX_HITS]
+    from .report import emit
+
+    emit(settings, event)
+
+
+def _load_patch() -> Patch | None:
+    try:
+        from torch._inductor.codecache import FxGraphCache
+    except Exception:
+        return None
+    owned = vars(FxGraphCache).get("load_with_key")
+    if not isinstance(owned, staticmethod):
+        return None
+    return Patch(FxGraphCache, "load_with_key",
+                 staticmethod(wrapt.FunctionWrapper(owned.__func__, _on_load)))
+
+
 def build_patches() -> list[Patch]:
-    """Tag compiled graphs and check them at call time (while any block is active)."""
+    """Tag compiled graphs and check them at call time (while any block is active); record
+    FX-graph-cache hits."""
+    load = _load_patch()
+    patches = [load] if load is not None else []
     try:
         from torch._inductor import output_code
     except Exception:
-        return []
+        return patches
     graph_cls = getattr(output_code, "CompiledFxGraph", None)
     owned = vars(graph_cls) if graph_cls is not None else {}
     if "__call__" not in owned or "post_compile" not in owned:
-        return []
+        return patches
     return [
+        *patches,
         Patch(graph_cls, "post_compile", wrapt.FunctionWrapper(owned["post_compile"],
                                                                _tag_compiled)),
         Patch(graph_cls, "__call__", wrapt.FunctionWrapper(owned["__call__"], _check_call)),

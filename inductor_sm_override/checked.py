@@ -5,26 +5,50 @@ allows, else eager): ``override`` -> ``plain`` torch.compile -> ``eager``. The r
 callable keeps the stage that passed in ``.used`` and every check in ``.checks``; later
 calls enter the same settings (cheap: the patches stay installed while it lives), so
 recompiles for new shapes go through the same override and verification.
+
+What the checks guarantee (see docs/guide.md):
+
+- outputs are compared leaf by leaf (outputs.py: tuples, dicts, HF ``ModelOutput``s and
+  cache objects), a structure mismatch names its path;
+- a model that builds an autograd graph (grad mode on and parameters or inputs that
+  require grad) is compiled once, with its backward (training.py), and its gradients are
+  checked too;
+- a stochastic model (eager differs between two seeds) is compiled with Inductor's
+  ``fallback_random`` so that compiled code reproduces eager under the same seed, and is
+  checked that way; if eager does not even reproduce itself under one seed, no check is
+  possible and the stages fail with that reason (the 4x-eager rule never passes it);
+- the model and the inputs are left as they were: every check run gets cloned inputs,
+  the model's buffers are restored after it, gradients are taken with
+  ``torch.autograd.grad`` (no ``.grad`` touched), the RNG state is restored at the end;
+- each ``iso.compile`` compiles a fresh entry point (its own code object), so a second
+  ``iso.compile`` of the same model with other settings compiles anew under its own
+  settings, and the first keeps its kernels;
+- a stage in which dynamo compiled no graph at all (it ran the model eagerly) fails: it
+  would not run compiled kernels.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
+import itertools
 import statistics
 import time
+import types
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from . import outputs, training
 from .block import PATCHES, activate, deactivate
+from .errors import SettingsError
 from .settings import Settings
-from .verify import compare
 
 EAGER_ERROR_FACTOR = 4.0  # a compiled output may be this many times eager's own error
 FP64_MAX_PARAMS = 200_000_000
 NOISE = 0.02  # prefer="fastest": the override must be this much faster than plain
+SEED = 20260
+_entry_ids = itertools.count(1)
 
 
 @dataclasses.dataclass
@@ -39,30 +63,29 @@ class StageCheck:
     reason: str = ""
     seconds: float | None = None  # compile + first run
     time_ms: float | None = None  # steady-state run time (prefer="fastest")
+    graphs: int | None = None  # graphs dynamo compiled for this stage
+    grad_max_abs: float | None = None  # gradients checked too (a model that trains)
+    path: str = ""  # the output leaf that failed (or the worst one)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
-    import torch
-    from torch.utils._pytree import tree_map
-
-    return tree_map(lambda v: fn(v) if isinstance(v, torch.Tensor) else v, value)
-
-
-def _leaves(value: Any) -> list[Any]:
-    from torch.utils._pytree import tree_leaves
-
-    return tree_leaves(value)
-
-
-def _to_fp64(value: Any) -> Any:
-    return _map_tensors(value, lambda t: t.double() if t.is_floating_point() else t)
-
-
 def fp64_reference(model: Any, inputs: Sequence[Any]) -> Any | None:
     """The model evaluated in float64 (a copy), or None where that is not possible."""
+    import torch
+
+    wide = _fp64_model(model)
+    if wide is None:
+        return None
+    try:
+        with torch.no_grad():
+            return wide(*outputs.to_fp64(tuple(inputs)))
+    except Exception:
+        return None
+
+
+def _fp64_model(model: Any) -> Any | None:
     import torch
 
     try:
@@ -72,41 +95,10 @@ def fp64_reference(model: Any, inputs: Sequence[Any]) -> Any | None:
             devices = {p.device.type for p in model.parameters()}
             if "mps" in devices:
                 return None
-            wide = copy.deepcopy(model).double()
-        else:
-            wide = model
-        with torch.no_grad():
-            return wide(*_to_fp64(tuple(inputs)))
+            return copy.deepcopy(model).double()
+        return model
     except Exception:
         return None
-
-
-def check_outputs(actual: Any, reference: Any, eager: Any | None, rtol: float | None,
-                  atol: float | None) -> tuple[bool, float, float, float, float, str]:
-    """Compare output pytrees. Passes within tolerance, or within EAGER_ERROR_FACTOR x
-    eager's own error against the same reference."""
-    got, want = _leaves(actual), _leaves(reference)
-    base = _leaves(eager) if eager is not None else [None] * len(want)
-    if len(got) != len(want):
-        return False, math.inf, math.inf, 0.0, 0.0, "output structure differs"
-    worst = (True, 0.0, 0.0, 0.0, 0.0, "")
-    for a, e, b in zip(got, want, base, strict=True):
-        if not hasattr(e, "dtype"):
-            if a != e:
-                return False, math.inf, math.inf, 0.0, 0.0, f"non-tensor output {a!r} != {e!r}"
-            continue
-        ref = e
-        check = compare(a, ref, rtol, atol)
-        passed, reason = check.passed, check.reason
-        if not passed and b is not None and math.isfinite(check.max_abs):
-            own = compare(b, ref, rtol, atol)
-            if math.isfinite(own.max_abs) and check.max_abs <= EAGER_ERROR_FACTOR * own.max_abs:
-                passed, reason = True, f"within {EAGER_ERROR_FACTOR:g}x eager's own error"
-        if not passed:
-            return False, check.max_abs, check.max_rel, check.rtol, check.atol, reason
-        if check.max_abs >= worst[1]:
-            worst = (True, check.max_abs, check.max_rel, check.rtol, check.atol, reason)
-    return worst
 
 
 def median_time_ms(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3) -> float:
@@ -127,13 +119,19 @@ def median_time_ms(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3) -> 
 
 
 class CheckedCompiled:
-    """The callable returned by :func:`compile`; ``.used`` and ``.checks`` say what and why."""
+    """The callable returned by :func:`compile`; ``.used`` and ``.checks`` say what and why.
+
+    ``.stochastic``: "deterministic", "seeded" (random, reproducible under a seed: compiled
+    with ``fallback_random``) or "unreproducible"; ``.trains``: checked with gradients.
+    """
 
     def __init__(self, model: Any, settings: dict[str, Any]) -> None:
         self.model = model
         self.settings = settings
         self.used: str = "eager"
         self.checks: list[StageCheck] = []
+        self.stochastic: str = "deterministic"
+        self.trains: bool = False
         self._compiled: dict[str, Any] = {}
         self._lease = False
 
@@ -152,8 +150,11 @@ class CheckedCompiled:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.used == "eager":
             return self.model(*args, **kwargs)
-        compiled = self._compiled[self.used]
-        if self.used != "override":
+        return self._run(self.used, args, kwargs)
+
+    def _run(self, stage: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        compiled = self._compiled[stage]
+        if stage != "override":
             return compiled(*args, **kwargs)
         activation = activate(self.settings)
         try:
@@ -165,10 +166,128 @@ class CheckedCompiled:
         return f"<iso.compile of {type(self.model).__name__}: used={self.used!r}>"
 
 
+# --- arguments --------------------------------------------------------------------------------
+
+_FIX = ("pass the model's positional inputs as a tuple, e.g. "
+        "iso.compile(model, example_inputs=(x,)), and keyword inputs as "
+        "example_kwargs={'attention_mask': mask}")
+
+
+def example_arguments(example_inputs: Any, example_kwargs: Any) -> tuple[tuple, dict]:
+    """Validate ``example_inputs`` / ``example_kwargs``; a bare tensor is one input."""
+    import torch
+
+    if example_kwargs is None:
+        kwargs: dict[str, Any] = {}
+    elif isinstance(example_kwargs, Mapping) and all(isinstance(k, str)
+                                                     for k in example_kwargs):
+        kwargs = dict(example_kwargs)
+    else:
+        raise TypeError(f"iso.compile: example_kwargs must be a dict of keyword inputs "
+                        f"(str keys), not {type(example_kwargs).__name__}; {_FIX}")
+    if example_inputs is None:
+        if not kwargs:
+            raise TypeError(f"iso.compile needs example inputs to compile and check the "
+                            f"model on: {_FIX}")
+        return (), kwargs
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), kwargs
+    if isinstance(example_inputs, Mapping):
+        raise TypeError("iso.compile: example_inputs is a dict; keyword inputs go in "
+                        "example_kwargs: iso.compile(model, example_inputs=(), "
+                        "example_kwargs=dict(inputs))")
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), kwargs
+    raise TypeError(f"iso.compile: example_inputs must be a tuple of positional inputs (or one "
+                    f"tensor), not {type(example_inputs).__name__}; {_FIX}")
+
+
+def _settings_layer(settings: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(k for k in settings if k not in Settings.field_names())
+    if unknown:
+        raise SettingsError(
+            f"iso.compile: unknown setting(s) {', '.join(map(repr, unknown))}; keyword inputs "
+            f"of the model go in example_kwargs={{...}}, torch.compile arguments in "
+            f"compile_kwargs={{...}}; settings are: {', '.join(Settings.field_names())}")
+    layer = Settings.validate_layer(**settings)
+    Settings().merged(layer)
+    return layer
+
+
+# --- the user's model is left as it was ----------------------------------------------------
+
+class _Snapshot:
+    """The model's buffers (and the running RNG states) before the checks; put back after
+    each check run, so counters, BatchNorm statistics and the like end where they began."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self.buffers: list[tuple[Any, Any]] = []
+        if isinstance(model, torch.nn.Module):
+            self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for live, saved in self.buffers:
+                if live.shape == saved.shape:
+                    live.copy_(saved)
+
+
+def _rng_devices() -> list[int]:
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _detached(value: Any) -> Any:
+    return outputs.map_tensors(value, lambda t: t.detach())
+
+
+@dataclasses.dataclass
+class _Run:
+    output: Any
+    grads: dict[str, Any]
+
+
+class _Runner:
+    """Runs the model (eager or a compiled stage) for a check: cloned inputs, a fixed seed,
+    gradients when it trains, the model's buffers restored afterwards."""
+
+    def __init__(self, model: Any, args: tuple, kwargs: dict, trains: bool) -> None:
+        self.model, self.args, self.kwargs, self.trains = model, args, kwargs, trains
+        self.snapshot = _Snapshot(model)
+        self.cotangents: dict[str, Any] | None = None
+
+    def run(self, fn: Callable[..., Any], seed: int, model: Any = None,
+            convert: Callable[[Any], Any] = outputs.clone) -> _Run:
+        import torch
+
+        model = self.model if model is None else model
+        args, kwargs = convert((self.args, self.kwargs))
+        torch.manual_seed(seed)
+        try:
+            with torch.set_grad_enabled(self.trains):
+                out = fn(*args, **kwargs)
+                grads: dict[str, Any] = {}
+                if self.trains:
+                    if self.cotangents is None:
+                        self.cotangents = training.cotangents(out)
+                    grads = training.gradients(model, out, args, kwargs, self.cotangents)
+            return _Run(_detached(out), {k: g.detach() for k, g in grads.items()})
+        finally:
+            self.snapshot.restore()
+
+
+# --- compile ---------------------------------------------------------------------------------
+
 def compile(
     model: Any,
-    example_inputs: Sequence[Any] = (),
+    example_inputs: Any = None,
     *,
+    example_kwargs: Mapping[str, Any] | None = None,
     mode: str = "max-autotune-no-cudagraphs",
     reference: str = "auto",
     prefer: str = "override",
@@ -177,10 +296,14 @@ def compile(
 ) -> CheckedCompiled:
     """Compile ``model`` under the override now, check it, and fall back if it is wrong.
 
+    ``example_inputs``: the positional inputs (a tuple; a single tensor is one input);
+    ``example_kwargs``: keyword inputs (``attention_mask=``, ``use_cache=`` ...).
     ``reference``: "auto" (fp64 where the model allows, else eager), "fp64" or "eager".
     ``prefer``: "override" keeps the first stage that passes; "fastest" also compiles the
     plain path and keeps the faster of the two that pass (timed on the example inputs).
     Other keyword arguments are override settings (min_sms, max_choices, verify, ...).
+    The compile runs in the current grad mode: with grad enabled and parameters (or
+    inputs) that require grad, the backward is compiled too and gradients are checked.
     """
     import torch
 
@@ -188,43 +311,14 @@ def compile(
         raise ValueError(f"reference={reference!r}: expected 'auto', 'fp64' or 'eager'")
     if prefer not in ("override", "fastest"):
         raise ValueError(f"prefer={prefer!r}: expected 'override' or 'fastest'")
-    layer = Settings.validate_layer(**settings)
-    Settings().merged(layer)
-    inputs = tuple(example_inputs)
-    result = CheckedCompiled(model, layer)
-    with torch.no_grad():
-        eager = model(*inputs)
-    ref, ref_name = eager, "eager"
-    if reference in ("auto", "fp64"):
-        wide = fp64_reference(model, inputs)
-        if wide is not None:
-            ref, ref_name = wide, "fp64"
-        elif reference == "fp64":
-            result.checks.append(StageCheck("reference", False, reason="fp64 not possible"))
-    eager_for_factor = eager if ref_name == "fp64" else None
+    layer = _settings_layer(settings)
+    args, kwargs = example_arguments(example_inputs, example_kwargs)
     tol = Settings().merged(layer)
-    candidates: list[StageCheck] = []
-    for stage in ("override", "plain"):
-        check = _try_stage(result, stage, inputs, ref, ref_name, eager_for_factor, tol,
-                           mode, compile_kwargs or {})
-        result.checks.append(check)
-        if check.passed:
-            candidates.append(check)
-            if prefer == "override":
-                break
-    if prefer == "fastest" and len(candidates) > 1:
-        for check in candidates:
-            check.time_ms = median_time_ms(lambda s=check.stage: _run_stage(result, s, inputs))
-        forced, plain = candidates
-        # noise-aware: the override must beat plain by more than NOISE to be kept
-        result.used = "override" if forced.time_ms < (1 - NOISE) * plain.time_ms else "plain"
-    elif candidates:
-        result.used = candidates[0].stage
-    else:
-        result.used = "eager"
-        own = check_outputs(eager, ref, None, tol.rtol, tol.atol)
-        result.checks.append(StageCheck("eager", True, own[1], own[2], own[3], own[4],
-                                        ref_name, "fallback: no compiled stage passed"))
+    result = CheckedCompiled(model, layer)
+    result.trains = training.needs_grad(model, args, kwargs)
+    runner = _Runner(model, args, kwargs, result.trains)
+    with torch.random.fork_rng(devices=_rng_devices()):
+        _compile_checked(result, runner, tol, reference, prefer, mode, compile_kwargs or {})
     if result.used == "override":
         result._hold_patches()
     else:
@@ -237,34 +331,184 @@ def compile(
     return result
 
 
-def _run_stage(result: CheckedCompiled, stage: str, inputs: tuple) -> Any:
-    import torch
+@dataclasses.dataclass
+class _Reference:
+    run: _Run
+    name: str
+    eager: _Run | None  # eager's own result, for the EAGER_ERROR_FACTOR rule (None: no rule)
 
-    compiled = result._compiled[stage]
-    with torch.no_grad():
-        if stage != "override":
-            return compiled(*inputs)
-        activation = activate(result.settings)
+
+def _compile_checked(result: CheckedCompiled, runner: _Runner, tol: Settings, reference: str,
+                     prefer: str, mode: str, compile_kwargs: dict[str, Any]) -> None:
+    eager = runner.run(runner.model, SEED)
+    result.stochastic = _stochastic(runner, eager)
+    ref = _reference(result, runner, eager, reference)
+    options = None
+    if result.stochastic == "seeded":
+        options = {"fallback_random": True}  # compiled code draws eager's random numbers
+    candidates: list[StageCheck] = []
+    for stage in ("override", "plain"):
+        check = _try_stage(result, runner, stage, ref, tol, mode, compile_kwargs, options)
+        result.checks.append(check)
+        if check.passed:
+            candidates.append(check)
+            if prefer == "override":
+                break
+    if prefer == "fastest" and len(candidates) > 1:
+        for check in candidates:
+            check.time_ms = _time_stage(result, runner, check.stage)
+        forced, plain = candidates
+        # noise-aware: the override must beat plain by more than NOISE to be kept
+        result.used = "override" if forced.time_ms < (1 - NOISE) * plain.time_ms else "plain"
+    elif candidates:
+        result.used = candidates[0].stage
+    else:
+        result.used = "eager"
+        result.checks.append(_eager_check(eager, ref, tol))
+
+
+def _stochastic(runner: _Runner, first: _Run) -> str:
+    """"deterministic" (eager does not depend on the RNG), "seeded" (it does, and one seed
+    reproduces it) or "unreproducible" (two runs under the same seed differ)."""
+    other = runner.run(runner.model, SEED + 1)
+    if outputs.identical(first.output, other.output) and \
+            outputs.identical(first.grads, other.grads):
+        return "deterministic"
+    again = runner.run(runner.model, SEED)
+    if outputs.identical(first.output, again.output) and \
+            outputs.identical(first.grads, again.grads):
+        return "seeded"
+    return "unreproducible"
+
+
+def _reference(result: CheckedCompiled, runner: _Runner, eager: _Run,
+               reference: str) -> _Reference:
+    if result.stochastic != "deterministic" or reference == "eager":
+        if reference == "fp64":
+            result.checks.append(StageCheck("reference", False, reference="eager",
+                                            reason="fp64 not possible: the model is "
+                                            "stochastic; eager under the same seed is used"))
+        name = "eager (same seed)" if result.stochastic == "seeded" else "eager"
+        return _Reference(eager, name, None)
+    wide = _fp64_model(runner.model)
+    if wide is not None:
         try:
-            return compiled(*inputs)
-        finally:
-            deactivate(activation)
+            return _Reference(runner.run(wide, SEED, wide, _fp64_clone), "fp64", eager)
+        except Exception:
+            pass
+    if reference == "fp64":
+        result.checks.append(StageCheck("reference", False, reason="fp64 not possible"))
+    return _Reference(eager, "eager", None)
 
 
-def _try_stage(result: CheckedCompiled, stage: str, inputs: tuple, ref: Any, ref_name: str,
-               eager: Any, tol: Settings, mode: str, compile_kwargs: dict) -> StageCheck:
+def _fp64_clone(value: Any) -> Any:
+    return outputs.to_fp64(outputs.clone(value))
+
+
+def _entry_point(model: Any, label: str) -> Callable[..., Any]:
+    """A function calling ``model`` with a code object of its own: dynamo caches compiled
+    code per code object, so this compile never reuses (nor disturbs) another's."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return model(*args, **kwargs)
+
+    name = f"iso_compile_{label}_{next(_entry_ids)}"
+    changes: dict[str, Any] = {"co_name": name}
+    if hasattr(call.__code__, "co_qualname"):
+        changes["co_qualname"] = name
+    code = call.__code__.replace(**changes)
+    fn = types.FunctionType(code, call.__globals__, name, None, call.__closure__)
+    fn.__qualname__ = name
+    return fn
+
+
+def _compile_fn(model: Any, label: str, mode: str, compile_kwargs: dict[str, Any],
+                options: dict[str, Any] | None) -> Any:
     import torch
 
+    kwargs = dict(compile_kwargs)
+    if options:
+        mine = dict(kwargs.pop("options", None) or {})
+        if kwargs.get("mode", mode) is not None:
+            from torch._inductor import list_mode_options
+
+            mine = {**list_mode_options(kwargs.pop("mode", mode)), **mine}
+        kwargs["options"] = {**mine, **options}
+        return torch.compile(_entry_point(model, label), **kwargs)
+    kwargs.setdefault("mode", mode)
+    return torch.compile(_entry_point(model, label), **kwargs)
+
+
+def _graph_count() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _try_stage(result: CheckedCompiled, runner: _Runner, stage: str, ref: _Reference,
+               tol: Settings, mode: str, compile_kwargs: dict[str, Any],
+               options: dict[str, Any] | None) -> StageCheck:
     started = time.perf_counter()
+    before = _graph_count()
     try:
-        result._compiled[stage] = torch.compile(result.model, mode=mode, **compile_kwargs)
-        out = _run_stage(result, stage, inputs)
+        result._compiled[stage] = _compile_fn(result.model, stage, mode, compile_kwargs, options)
+        got = runner.run(lambda *a, **k: result._run(stage, a, k), SEED)
     except Exception as exc:
         result._compiled.pop(stage, None)
-        return StageCheck(stage, False, reference=ref_name,
+        return StageCheck(stage, False, reference=ref.name,
                           reason=f"{type(exc).__name__}: {exc}"[:300],
                           seconds=time.perf_counter() - started)
     seconds = time.perf_counter() - started
-    passed, max_abs, max_rel, rtol, atol, reason = check_outputs(out, ref, eager, tol.rtol,
-                                                                 tol.atol)
-    return StageCheck(stage, passed, max_abs, max_rel, rtol, atol, ref_name, reason, seconds)
+    graphs = _graph_count() - before
+    if graphs <= 0:
+        return StageCheck(stage, False, reference=ref.name, seconds=seconds, graphs=0,
+                          reason="dynamo compiled no graph: the model ran eagerly (an error "
+                          "or a graph break while tracing; TORCH_LOGS=graph_breaks shows "
+                          "why), so no compiled kernel would run")
+    if result.stochastic == "unreproducible":
+        return StageCheck(stage, False, reference=ref.name, seconds=seconds, graphs=graphs,
+                          reason="not checkable: eager gives different outputs under the "
+                          "same seed; check the model in eval mode (model.eval()) or make "
+                          "it reproducible")
+    factor = EAGER_ERROR_FACTOR if ref.eager is not None else None
+    eager = ref.eager
+    out = outputs.compare_trees(got.output, ref.run.output, eager.output if eager else None,
+                                tol.rtol, tol.atol, factor)
+    check = StageCheck(stage, out.passed, out.max_abs, out.max_rel, out.rtol, out.atol,
+                       ref.name, out.reason, seconds, graphs=graphs, path=out.path)
+    if out.passed and result.trains:
+        grads = outputs.compare_trees(got.grads, ref.run.grads, eager.grads if eager else None,
+                                      tol.rtol, tol.atol, factor, path="grad")
+        check.grad_max_abs = grads.max_abs
+        if not grads.passed:
+            check.passed, check.reason, check.path = False, grads.reason, grads.path
+    return check
+
+
+def _eager_check(eager: _Run, ref: _Reference, tol: Settings) -> StageCheck:
+    """The fallback, checked like the others: eager against the reference (trivially
+    equal when the reference is eager itself)."""
+    out = outputs.compare_trees(eager.output, ref.run.output, None, tol.rtol, tol.atol)
+    passed, reason = out.passed, out.reason
+    grad_max = None
+    if eager.grads:
+        grads = outputs.compare_trees(eager.grads, ref.run.grads, None, tol.rtol, tol.atol,
+                                      path="grad")
+        grad_max = grads.max_abs
+        if not grads.passed:
+            passed, reason = False, grads.reason
+    note = "fallback: no compiled stage passed"
+    return StageCheck("eager", passed, out.max_abs, out.max_rel, out.rtol, out.atol, ref.name,
+                      f"{note}; {reason}" if reason else note, grad_max_abs=grad_max,
+                      path=out.path)
+
+
+def _time_stage(result: CheckedCompiled, runner: _Runner, stage: str) -> float:
+    import torch
+
+    args, kwargs = outputs.clone((runner.args, runner.kwargs))
+    try:
+        with torch.set_grad_enabled(runner.trains):
+            return median_time_ms(lambda: result._run(stage, args, kwargs))
+    finally:
+        runner.snapshot.restore()

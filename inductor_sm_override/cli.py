@@ -47,7 +47,7 @@ def _cmd_hook(args: argparse.Namespace) -> int:
         info = hook_status(os.environ)
         if args.json:
             print(json.dumps(info, indent=2))
-            return 0
+            return 1 if info["error"] else 0
         where = ", ".join(info["pth_files"]) or "not installed"
         print(f"start-up hook (.pth): {where}")
         if info["pth_installed"] and not info["pth_current"]:
@@ -59,10 +59,10 @@ def _cmd_hook(args: argparse.Namespace) -> int:
             print(f"variable: {name}={value}")
         if info["error"]:
             print(f"error: {info['error']}")
-        else:
-            print(f"override from environment: {'on' if info['enabled'] else 'off'}")
-            if info["settings"]:
-                print(f"settings: {info['settings']}")
+            return 1  # a bad variable: the override stays off, say so in the exit status
+        print(f"override from environment: {'on' if info['enabled'] else 'off'}")
+        if info["settings"]:
+            print(f"settings: {info['settings']}")
         return 0
     directory = Path(args.site_dir) if args.site_dir else site_dirs()[0]
     try:
@@ -95,6 +95,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = run_demo(device, report=report, simulate_sms=simulate)
         print(f"demo on {label}: compiled in {result['compile_s']} s, "
               f"max |compiled - eager| = {result['max_abs_err']:.3g}, report {report}")
+        if device == "cpu":
+            print("  note: on CPU the kernels of this tiny model run in microseconds on shared "
+                  "cores; their timings (and speed-ups) are noise, not a measurement")
         gate = result["gate"]
         if gate:
             print(f"  gate: {gate['device']} has {gate['sms']} SMs; torch says "
@@ -152,18 +155,40 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "then exec CMD (its exit status and signals are passed through). "
         "Example: inductor-sm-override run --min-sms 40 -- torchrun train.py",
     )
-    run.add_argument("--min-sms", type=int)
-    run.add_argument("--max-choices", type=int)
-    run.add_argument("--budget-s", type=float)
-    run.add_argument("--no-verify", action="store_true")
-    run.add_argument("--rtol", type=float)
-    run.add_argument("--atol", type=float)
-    run.add_argument("--report")
-    run.add_argument("--simulate-sms", type=int)
-    run.add_argument("--search-space", choices=["DEFAULT", "EXHAUSTIVE"])
-    run.add_argument("--strict", action="store_true")
-    run.add_argument("--quiet", action="store_true")
-    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS")
+    run.add_argument("--min-sms", type=int, metavar="N",
+                     help="SM threshold: a GPU with at least N streaming multiprocessors "
+                     "counts as big enough for Triton GEMM templates (default: 0, any GPU)")
+    run.add_argument("--max-choices", type=int, metavar="N",
+                     help="benchmark at most N template choices per GEMM, best-ranked first; "
+                     "the ATen fallback is always kept on top (default: no cap)")
+    run.add_argument("--budget-s", type=float, metavar="SECONDS",
+                     help="wall-clock autotuning budget in seconds for the whole process; "
+                     "once spent, further GEMMs keep only the fallback (default: no budget)")
+    run.add_argument("--no-verify", action="store_true",
+                     help="do not check each template choice's output against a reference "
+                     "before its timing counts (default: verify)")
+    run.add_argument("--rtol", type=float, metavar="X",
+                     help="relative tolerance of the checks (default: per dtype, see "
+                     "SAFETY.md; e.g. 1e-2 for float32)")
+    run.add_argument("--atol", type=float, metavar="X",
+                     help="absolute tolerance of the checks (default: per dtype, relative "
+                     "to the reference's RMS, see SAFETY.md)")
+    run.add_argument("--report", metavar="PATH",
+                     help="append JSONL decision events to PATH; {rank} and {pid} are "
+                     "replaced (default: no report)")
+    run.add_argument("--simulate-sms", type=int, metavar="N",
+                     help="make Inductor believe the GPU has N SMs (research: what would a "
+                     "smaller part pick?) (default: the real count)")
+    run.add_argument("--search-space", choices=["DEFAULT", "EXHAUSTIVE"],
+                     help="Inductor's max_autotune_gemm_search_space (default: Inductor's)")
+    run.add_argument("--strict", action="store_true",
+                     help="fail (raise at Inductor import) on an unsupported torch or a bad "
+                     "variable instead of warning and leaving torch unpatched")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress line per autotuned op on stderr (default: one line "
+                     "per op when stderr is a terminal)")
+    run.add_argument("command", nargs=argparse.REMAINDER,
+                     help="-- CMD ARGS: the command to run (after --)")
     run.set_defaults(func=_cmd_run)
 
 
@@ -174,8 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="name", required=True)
     _add_run(sub)
-    hook = sub.add_parser("hook", help="the environment-variable start-up hook (.pth)")
-    hook.add_argument("action", choices=["status", "install", "uninstall"])
+    hook = sub.add_parser(
+        "hook", help="the environment-variable start-up hook (.pth)",
+        description="The start-up hook is a .pth file in site-packages that, at interpreter "
+        "start, arranges for the INDUCTOR_SM_OVERRIDE* variables to switch the override on "
+        "when torch's Inductor is imported (torch itself is not imported early). "
+        "status: where the hook is, the variables and what they give (exit status 1 if a "
+        "variable is invalid); install / uninstall: add or remove the .pth file.")
+    hook.add_argument("action", choices=["status", "install", "uninstall"],
+                      help="status, install or uninstall")
     hook.add_argument("--site-dir", help="site directory for install/uninstall "
                       "(default: this interpreter's site-packages)")
     hook.add_argument("--json", action="store_true", help="status as JSON")

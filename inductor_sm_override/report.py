@@ -194,13 +194,15 @@ def op_summary(event: dict[str, Any]) -> dict[str, Any]:
     best_e = min(externs.values()) if externs else None
     return {
         "name": event.get("name"),
+        "device": event.get("device"),
         "shapes": "x".join(str(s) for s in (event.get("shapes") or [[]])[0] or []) or "?",
         "winner": event.get("winner"),
         "template_ms": best_t,
         "extern_ms": best_e,
         "speedup": (best_e / best_t) if best_t and best_e else None,
         "run": len(templates) + len(externs),
-        "capped": len(event.get("capped") or ()) + len(event.get("budget_dropped") or ()),
+        "capped": len(event.get("capped") or ()),
+        "budget_dropped": len(event.get("budget_dropped") or ()),
         "rejected": len(event.get("rejected") or {}),
         "seconds": event.get("seconds"),
     }
@@ -211,6 +213,8 @@ def progress_line(event: dict[str, Any]) -> str:
     speed = f", {s['speedup']:.2f}x vs extern" if s["speedup"] else ""
     seconds = f"{s['seconds']:.2f} s" if s["seconds"] is not None else "? s"
     extra = "".join([f", {s['capped']} capped" if s["capped"] else "",
+                     f", {s['budget_dropped']} dropped by the budget"
+                     if s["budget_dropped"] else "",
                      f", {s['rejected']} rejected" if s["rejected"] else ""])
     return (f"inductor_sm_override: {s['name']} {event.get('device', '')}: {s['run']} "
             f"choices{extra}, {seconds}, winner {s['winner']}{speed}")
@@ -241,7 +245,12 @@ def read_events(path: str) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-op rows, totals, fallbacks, gate events and cache hits of a report.
+
+    ``capped`` counts choices cut by ``max_choices``; ``budget_dropped`` those cut because
+    the budget was spent (separate since 0.1: ``capped`` used to count both)."""
     ops = [op_summary(e) for e in events if e.get("event") == "autotune"]
+    hits = [e for e in events if e.get("event") == "cache_hit"]
     return {
         "ops": ops,
         "totals": {
@@ -251,11 +260,18 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
                                  if o["winner"] and o["winner"] not in (e.get("externs") or ())),
             "choices_run": sum(o["run"] for o in ops),
             "capped": sum(o["capped"] for o in ops),
+            "budget_dropped": sum(o["budget_dropped"] for o in ops),
             "rejected": sum(o["rejected"] for o in ops),
+            "cache_hits": len(hits),
         },
+        "cache_hits": hits,
         "fallbacks": [e for e in events if e.get("event") == "fallback"],
         "gates": [e for e in events if e.get("event") == "gate"],
     }
+
+
+def _cpu_only(summary: dict[str, Any]) -> bool:
+    return bool(summary["ops"]) and all(o.get("device") == "cpu" for o in summary["ops"])
 
 
 def _autotune(events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -267,10 +283,10 @@ def format_table(summary: dict[str, Any]) -> str:
         return f"{value:.4f}" if value is not None else "-"
 
     header = ["op", "shape", "winner", "template ms", "extern ms", "speed-up", "run",
-              "capped", "rejected", "seconds"]
+              "capped", "budget", "rejected", "seconds"]
     rows = [[o["name"], o["shapes"], o["winner"] or "-", ms(o["template_ms"]),
              ms(o["extern_ms"]), f"{o['speedup']:.2f}x" if o["speedup"] else "-",
-             str(o["run"]), str(o["capped"]), str(o["rejected"]),
+             str(o["run"]), str(o["capped"]), str(o["budget_dropped"]), str(o["rejected"]),
              f"{o['seconds']:.2f}" if o["seconds"] is not None else "-"]
             for o in summary["ops"]]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -279,7 +295,14 @@ def format_table(summary: dict[str, Any]) -> str:
     t = summary["totals"]
     lines.append(f"total: {t['ops']} ops, {t['seconds']:.2f} s autotuning, "
                  f"{t['template_wins']} won by templates, {t['choices_run']} choices run, "
-                 f"{t['capped']} capped, {t['rejected']} rejected")
+                 f"{t['capped']} capped, {t['budget_dropped']} dropped by the budget, "
+                 f"{t['rejected']} rejected")
+    if t["cache_hits"]:
+        lines.append(f"{t['cache_hits']} graphs loaded from cache (autotuned earlier under "
+                     "the same settings)")
+    if any(o["speedup"] for o in summary["ops"]) and _cpu_only(summary):
+        lines.append("note: CPU timings of tiny kernels are mostly noise (microseconds, "
+                     "shared cores): the speed-ups above say little about real workloads")
     for fallback in summary["fallbacks"]:
         lines.append(f"fallback: iso.compile used {fallback.get('used')!r} "
                      f"({fallback.get('reason', '')})")
