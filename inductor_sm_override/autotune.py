@@ -37,8 +37,10 @@ import wrapt
 from . import state
 from .compat import (
     benchmarked_as_extern,
+    has_preprocessing_hook,
     infer_selected_choice,
     is_reference,
+    selector_cache,
     unpack_selection,
 )
 from .patching import Append, Patch
@@ -95,6 +97,9 @@ _PENDING_PRUNED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVa
     "inductor_sm_override_pruned", default=()
 )
 _BUDGET_AT_BENCHMARK = {"on": False}  # set when do_autotuning is wrapped (build_patches)
+# preprocessing fns the toolkit itself runs first where Inductor has no such hook (<= 2.8);
+# testing.inject_faults registers here on those releases
+extra_preprocessing_fns: list[Any] = []
 
 
 def _is_extern(choice: Any) -> bool:
@@ -153,6 +158,8 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
             args, kwargs = _set_timeout(wrapped, args, kwargs, timeout)
     token = _CURRENT_OP.set(record)
     try:
+        if not has_preprocessing_hook(instance):  # <= 2.8: cap, budget and tag from here
+            args, kwargs = _preprocessed(wrapped, args, kwargs)
         result = wrapped(*args, **kwargs)
     except BaseException:
         settle_budget(record)  # nothing may stay reserved
@@ -169,6 +176,19 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
             record.winner = record.winner or _choice_name(chosen)
         close(record, benchmarked=False)
     return result
+
+
+def _preprocessed(wrapped: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Run the preprocessing fns on the ``choices`` argument (torch without that hook)."""
+    try:
+        call = inspect.signature(wrapped).bind(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    choices = list(call.arguments.get("choices") or ())
+    for fn in list(extra_preprocessing_fns):
+        choices = fn(choices)
+    call.arguments["choices"] = preprocess(choices)
+    return call.args, call.kwargs
 
 
 def _ensure_hooks(cache: Any) -> None:
@@ -567,9 +587,8 @@ def build_patches(selector: Any) -> list[Any]:
         patches.append(Patch(persistent, "update_local_cache",
                              wrapt.FunctionWrapper(raw, _update_local_cache)))
     patches += _pruning_patches()
-    get_cache = getattr(selector, "get_algorithm_selector_cache", None)
-    if callable(get_cache):
-        cache = get_cache()
+    cache = selector_cache(selector)
+    if cache is not None:
         if hasattr(cache, "preprocessing_fns"):
             patches.append(Append(cache, "preprocessing_fns", preprocess))
         if hasattr(cache, "feedback_saver_fns"):

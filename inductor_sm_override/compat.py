@@ -400,3 +400,28 @@ def benchmarked_as_extern(choice: Any) -> bool:
     subgraph = getattr(sa, "SubgraphChoiceCaller", None)
     kinds = (sa.ExternKernelCaller,) + ((subgraph,) if isinstance(subgraph, type) else ())
     return isinstance(choice, kinds)
+
+
+def selector_cache(selector: Any) -> Any:
+    """Inductor's process-wide ``AlgorithmSelectorCache`` (where hook lists live).
+
+    2.9+: ``get_algorithm_selector_cache()``. 2.5-2.8: the lazily created module global
+    ``_ALGORITHM_SELECTOR_CACHE``, made here the way torch's own ``add_feedback_saver``
+    makes it. None when neither exists.
+    """
+    get = getattr(selector, "get_algorithm_selector_cache", None)
+    if callable(get):
+        return get()
+    cls = getattr(selector, "AlgorithmSelectorCache", None)
+    if cls is None or not hasattr(selector, "_ALGORITHM_SELECTOR_CACHE"):
+        return None
+    if selector._ALGORITHM_SELECTOR_CACHE is None:
+        selector._ALGORITHM_SELECTOR_CACHE = cls()
+    return selector._ALGORITHM_SELECTOR_CACHE
+
+
+def has_preprocessing_hook(cache: Any) -> bool:
+    """Whether Inductor runs preprocessing fns on an op's choices (2.9+); before that the
+    toolkit runs its own from the ``__call__`` wrapper."""
+    return isinstance(getattr(cache, "preprocessing_fns", None), list)
+

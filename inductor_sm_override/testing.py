@@ -127,7 +127,8 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
     ``mode``: "wrong" (values scaled and shifted), "nan" (all NaN), "raise" (the benchmark
     raises), "none" (only claim speed). ``fastest=True`` makes the faulty choice report a
     near-zero time so that, unverified, it wins. Yields the list of names it corrupted.
-    Works through Inductor's preprocessing-fn hook (torch >= 2.9).
+    Works through Inductor's preprocessing-fn hook (torch >= 2.9); on 2.8 only inside an
+    override block (the toolkit's ``__call__`` wrapper runs it).
     """
     import re
 
@@ -154,8 +155,14 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
 
     import torch._inductor.config as config
 
-    cache = select_algorithm.get_algorithm_selector_cache()
-    cache.preprocessing_fns.insert(0, corrupt)
+    from . import autotune
+    from .compat import has_preprocessing_hook, selector_cache
+
+    cache = selector_cache(select_algorithm)
+    # torch <= 2.8 has no preprocessing hook: the toolkit's __call__ wrapper runs it
+    hooks = cache.preprocessing_fns if has_preprocessing_hook(cache) else \
+        autotune.extra_preprocessing_fns
+    hooks.insert(0, corrupt)
     no_caches = {k: False for k in ("autotune_local_cache", "autotune_remote_cache")
                  if hasattr(config, k)}  # faulty timings must never be stored
     try:
@@ -164,4 +171,4 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
     finally:
         from .patching import _remove
 
-        _remove(cache.preprocessing_fns, corrupt)
+        _remove(hooks, corrupt)

@@ -67,7 +67,8 @@ def test_gemm_without_extern_is_verified_against_fp64():
     with lowering() as (a, b, layout), iso.override(verify=True):
         good = Template("good", [a, b], layout, ms=0.2)
         bad = Template("bad", [a, b], layout, ms=0.1, wrong=True)
-        select("mm", [bad, good], a, b, layout)
+        node = select("mm", [bad, good], a, b, layout)
+    assert node.get_name() == "out_good"  # the wrong, faster kernel is not used
     event = _event()
     assert event["winner"] == "good" and "mismatch vs fp64" in event["rejected"]["bad"]
 
@@ -379,7 +380,10 @@ def test_inject_faults_without_torchs_is_extern(monkeypatch):
     if "_is_extern" in vars(AlgorithmSelectorCache):
         monkeypatch.delattr(AlgorithmSelectorCache, "_is_extern")  # the 2.9 layout
     with lowering() as (a, b, layout), inject_faults("t_") as corrupted:
-        corrupt = select_algorithm.get_algorithm_selector_cache().preprocessing_fns[0]
+        cache = compat.selector_cache(select_algorithm)
+        hooks = cache.preprocessing_fns if compat.has_preprocessing_hook(cache) else \
+            autotune.extra_preprocessing_fns  # torch 2.8
+        corrupt = hooks[0]
         out = corrupt([extern(a, b, layout), Template("t_x", [a, b], layout)])
     assert corrupted == ["t_x"] and out[0].name == "mm"
 
