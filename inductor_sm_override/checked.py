@@ -460,16 +460,16 @@ def _try_stage(result: CheckedCompiled, runner: _Runner, stage: str, ref: _Refer
                           seconds=time.perf_counter() - started)
     seconds = time.perf_counter() - started
     graphs = _graph_count() - before
-    if graphs <= 0:
-        return StageCheck(stage, False, reference=ref.name, seconds=seconds, graphs=0,
-                          reason="dynamo compiled no graph: the model ran eagerly (an error "
-                          "or a graph break while tracing; TORCH_LOGS=graph_breaks shows "
-                          "why), so no compiled kernel would run")
     if result.stochastic == "unreproducible":
         return StageCheck(stage, False, reference=ref.name, seconds=seconds, graphs=graphs,
                           reason="not checkable: eager gives different outputs under the "
                           "same seed; check the model in eval mode (model.eval()) or make "
                           "it reproducible")
+    if graphs <= 0:
+        return StageCheck(stage, False, reference=ref.name, seconds=seconds, graphs=0,
+                          reason="dynamo compiled no graph: the model ran eagerly (an error "
+                          "or a graph break while tracing; TORCH_LOGS=graph_breaks shows "
+                          "why), so no compiled kernel would run")
     factor = EAGER_ERROR_FACTOR if ref.eager is not None else None
     eager = ref.eager
     out = outputs.compare_trees(got.output, ref.run.output, eager.output if eager else None,

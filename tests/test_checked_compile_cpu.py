@@ -74,3 +74,196 @@ def test_prefer_fastest_times_both_and_keeps_the_faster(cpu_model):
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
     compiled.release()
+
+
+# --- issue 13: real models (cheap: mode="default", tiny models) ---------------------------
+
+FAST = "default"  # no autotuning: these tests are about the model-level layer
+
+
+class Box:
+    """An opaque output object holding tensors (like an HF cache); no __eq__."""
+
+    def __init__(self, keys, values):
+        self.keys, self.values = keys, values
+
+
+class BoxModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x, scale=1.0):
+        y = torch.relu(self.lin(x)) * scale
+        return {"out": y, "cache": Box([y * 2], [y + 1]), "n": 3}
+
+
+def _box_inputs():
+    torch.manual_seed(0)
+    return BoxModel().eval(), torch.randn(4, 8)
+
+
+def test_case1_opaque_output_objects_are_compared_by_their_tensors():
+    model, x = _box_inputs()
+    with torch.no_grad():
+        compiled = iso.compile(model, (x,), mode=FAST)
+    assert compiled.used == "override", compiled.checks
+    check = compiled.checks[0]
+    assert check.passed and check.max_abs is not None and check.max_abs < 1e-5
+    compiled.release()
+
+
+def test_case1_structure_mismatch_names_the_path():
+    from inductor_sm_override.outputs import compare_trees
+
+    a = {"out": torch.ones(2), "cache": Box([torch.ones(2)], [torch.ones(2)])}
+    b = {"out": torch.ones(2), "cache": Box([torch.ones(2), torch.ones(2)], [torch.ones(2)])}
+    check = compare_trees(a, b)
+    assert not check.passed and "output['cache'].keys[1]" in check.reason
+    wrong = {"out": torch.ones(2), "cache": Box([torch.ones(2) * 3], [torch.ones(2)])}
+    check = compare_trees(wrong, a)
+    assert not check.passed and check.path == "output['cache'].keys[0]"
+
+
+def test_case1_eager_fallback_is_checked_honestly(monkeypatch):
+    """No passed=True with max_abs=inf: the fallback is compared like the stages."""
+    from torch._inductor import lowering
+
+    model, x = _box_inputs()
+    relu = torch.ops.aten.relu.default
+    real = lowering.lowerings[relu]
+    mul = lowering.lowerings[torch.ops.aten.mul.Tensor]
+    monkeypatch.setitem(lowering.lowerings, relu, lambda t: mul(real(t), 2.0))
+    torch._dynamo.reset()
+    with inductor_config.patch(fx_graph_cache=False), torch.no_grad():
+        compiled = iso.compile(model, (x,), mode=FAST)
+    assert compiled.used == "eager"
+    assert [c.stage for c in compiled.checks] == ["override", "plain", "eager"]
+    assert "output['out']" in compiled.checks[0].reason
+    eager = compiled.checks[-1]
+    assert eager.passed and eager.max_abs is not None and eager.max_abs < 1e-5
+
+
+def test_case6_example_inputs_are_checked_with_the_fix_named():
+    model, x = _box_inputs()
+    with torch.no_grad():
+        single = iso.compile(model, x, mode=FAST)  # a bare tensor is one input
+        assert single.used == "override"
+        torch.testing.assert_close(single(x)["out"], model(x)["out"])
+        single.release()
+        with pytest.raises(TypeError, match=r"example_kwargs"):
+            iso.compile(model, {"x": x}, mode=FAST)
+        with pytest.raises(TypeError, match=r"example_inputs=\(x,\)"):
+            iso.compile(model)
+        with pytest.raises(TypeError, match=r"example_inputs=\(x,\)"):
+            iso.compile(model, None)
+        with pytest.raises(TypeError, match=r"example_kwargs must be a dict"):
+            iso.compile(model, (x,), example_kwargs=[("scale", 2.0)])
+        with pytest.raises(TypeError, match="tuple of positional inputs"):
+            iso.compile(model, 3.0)
+        with pytest.raises(iso.SettingsError, match=r"example_kwargs=\{"):
+            iso.compile(model, (x,), scale=2.0)
+
+
+def test_case6_keyword_inputs_reach_the_model():
+    model, x = _box_inputs()
+    with torch.no_grad():
+        compiled = iso.compile(model, (x,), example_kwargs={"scale": 3.0}, mode=FAST)
+        assert compiled.used == "override"
+        torch.testing.assert_close(compiled(x, scale=3.0)["out"], model(x, scale=3.0)["out"])
+    compiled.release()
+
+
+class Counting(torch.nn.Module):
+    """Train-mode state and an in-place change of its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.bn = torch.nn.BatchNorm1d(8)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        self.calls += 1
+        x.mul_(2.0)
+        return self.bn(self.lin(x))
+
+
+def test_case5_checks_leave_the_model_and_the_inputs_alone():
+    torch.manual_seed(0)
+    model = Counting().train()
+    x = torch.randn(4, 8)
+    before_x = x.clone()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    compiled = iso.compile(model, (x,), mode=FAST)
+    assert compiled.used == "override", compiled.checks
+    assert torch.equal(x, before_x)  # the user's input is not scaled
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name  # calls, running stats, batches
+    assert int(model.calls) == 0 and int(model.bn.num_batches_tracked) == 0
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+    compiled(x)  # the returned callable runs the user's model
+    assert int(model.calls) == 1
+    compiled.release()
+
+
+class TracingOnlyFailure(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        if torch.compiler.is_compiling():
+            raise RuntimeError("only while traced")
+        return self.lin(x)
+
+
+def test_case7_nothing_compiled_is_not_called_override():
+    torch.manual_seed(0)
+    model, x = TracingOnlyFailure().eval(), torch.randn(4, 8)
+    with torch.no_grad():
+        compiled = iso.compile(model, (x,), mode=FAST)
+    assert compiled.used == "eager"
+    first = compiled.checks[0]
+    assert first.stage == "override" and not first.passed and first.graphs == 0
+    assert "compiled no graph" in first.reason
+
+
+def test_case4_stochastic_model_is_checked_under_one_seed():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.5)).train()
+    x = torch.randn(8, 16)
+    compiled = iso.compile(model, (x,), mode=FAST)
+    assert compiled.stochastic == "seeded" and compiled.used == "override"
+    check = compiled.checks[0]
+    assert check.reference == "eager (same seed)" and "eager's own error" not in check.reason
+    assert check.max_abs is not None and check.max_abs < 1e-5  # was 2.8 "within 4x eager"
+    assert check.grad_max_abs is not None and check.grad_max_abs < 1e-5
+    torch.manual_seed(7)
+    got = compiled(x)
+    torch.manual_seed(7)
+    torch.testing.assert_close(got, model(x))  # compiled code draws eager's numbers
+    compiled.release()
+
+
+class Unreproducible(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1  # a Python-side source of randomness no seed resets
+        return self.lin(x) + float(self.calls % 7)
+
+
+def test_case4_unreproducible_model_is_never_passed():
+    torch.manual_seed(0)
+    model, x = Unreproducible().eval(), torch.randn(4, 8)
+    with torch.no_grad():
+        compiled = iso.compile(model, (x,), mode=FAST)
+    assert compiled.stochastic == "unreproducible"
+    assert compiled.used == "eager"
+    assert all("not checkable" in c.reason for c in compiled.checks[:2])
