@@ -8,11 +8,16 @@ shapes the design:
   async benchmarking);
 - the SM count is rounded to the architecture's partition granularity and the block says
   what it used (``.sms``, ``.requested``);
-- leaving is made robust: on torch >= 2.14 the work is routed through the green
-  context's own stream (``torch.cuda.stream(ctx.Stream())``), which needs no context
-  push/pop; on 2.10-2.13 ``set_context``/``pop_context`` are used, and a failing
-  ``pop_context`` (seen after compiles ran inside) is answered by making the device's
-  primary context current again, with a warning.
+- wherever the green context has ``Stream()`` (read in 2.11 and 2.13, so the GPU
+  machines' release takes this path) the work is routed through that stream
+  (``torch.cuda.stream(ctx.Stream())``): no context push/pop. Only work on the *current
+  stream* is restricted: Inductor's own streams (cudagraph trees' warm-up and replay
+  streams, side streams), NCCL and other threads run on the whole GPU, so time with
+  ``mode="max-autotune-no-cudagraphs"``. Where ``Stream()`` is missing,
+  ``set_context``/``pop_context`` are used, and a failing ``pop_context`` (seen after
+  compiles ran inside) is answered by making the device's primary context current again,
+  with a warning;
+- the GPU's real SM count is read even inside ``override(simulate_sms=...)``.
 
 Decisions are a separate matter: combine with ``override(simulate_sms=n)`` so Inductor
 also *believes* it has n SMs.
@@ -72,7 +77,8 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
             raise RuntimeError("limit_sms needs a CUDA GPU; none is visible")
         green = _green_contexts()
         index = torch.cuda.current_device() if self.device is None else self.device
-        props = torch.cuda.get_device_properties(index)
+        get_props = torch.cuda.get_device_properties
+        props = getattr(get_props, "__wrapped__", get_props)(index)  # not simulate_sms
         self.device, self.total = index, props.multi_processor_count
         self.sms = round_sms(self.requested, props.major, self.total)
         if self.sms != self.requested:

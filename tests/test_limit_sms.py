@@ -105,6 +105,39 @@ def test_exception_inside_still_leaves(fake_green):
     assert fake_green.log[-1] == "pop"
 
 
+def test_green_context_stream_path_where_it_exists(fake_green, monkeypatch):
+    """torch 2.11 and 2.13 have GreenContext.Stream(): no set_context/pop_context."""
+    import contextlib
+
+    class WithStream(_FakeGreen):
+        @staticmethod
+        def create(num_sms=None, device_id=None, **kw):
+            _FakeGreen.log.append(f"create {num_sms} on {device_id}")
+            return WithStream()
+
+        def Stream(self):  # noqa: N802 - torch's name
+            _FakeGreen.log.append("stream")
+            return "green-stream"
+
+    @contextlib.contextmanager
+    def stream(value):
+        _FakeGreen.log.append(f"enter {value}")
+        yield
+        _FakeGreen.log.append("exit")
+
+    module = types.SimpleNamespace(GreenContext=WithStream, SUPPORTED=True)
+    monkeypatch.setattr(limit, "_green_contexts", lambda: module)
+    monkeypatch.setattr(torch.cuda, "stream", stream)
+    with iso.limit_sms(46):
+        pass
+    assert fake_green.log == ["create 46 on 0", "stream", "enter green-stream", "exit"]
+
+
+def test_total_sms_are_the_real_ones_under_simulate_sms(fake_green):
+    with iso.override(simulate_sms=16, verify=False), iso.limit_sms(46) as limited:
+        assert limited.total == 46 and limited.sms == 46  # the fake GPU's real 46 SMs
+
+
 @pytest.mark.gpu
 def test_autotune_timings_inside_are_the_restricted_ones():
     """A 4096^3 fp16 GEMM, and the autotuner's own extern timing, are slower on 32 SMs."""
