@@ -60,3 +60,142 @@ def test_unverified_corrupted_template_wins_sanity_baseline():
     with inject_faults("triton_mm", "wrong") as corrupted:
         _out, _code, events = _compile_mm(a, b, max_choices=4, verify=False)
     assert events[0]["winner"] in corrupted
+
+
+# --- issue 14: the GPU code paths (written from the 2.11 / 2.13 source; see SAFETY.md) -----
+
+def _events(name=None):
+    return [e for e in iso.decisions() if name is None or e["name"].startswith(name)]
+
+
+def test_flex_attention_compiles_under_verify_and_is_untouched():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    q, k, v = (torch.randn(1, 2, 256, 64, device="cuda", dtype=torch.float16)
+               for _ in range(3))
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    with inductor_config.patch(fx_graph_cache=False), iso.override(verify=True, max_choices=2):
+        out = torch.compile(flex_attention, mode=MODE)(q, k, v)
+    torch.testing.assert_close(out, flex_attention(q, k, v), rtol=2e-2, atol=2e-2)
+    flex = _events("flex_attention")
+    assert flex, iso.decisions()
+    for event in flex:
+        assert event["rejected"] == {} and event["verified_op"] is False
+        assert event["kept"] == event["offered"]  # not capped
+        assert any("unverified: no reference" in n for n in event["notes"])
+
+
+def test_decompose_k_is_capped_and_verified():
+    a = torch.randn(64, 8192, device="cuda", dtype=torch.float16)
+    b = torch.randn(8192, 64, device="cuda", dtype=torch.float16)
+    _out, _code, events = _compile_mm(a, b, max_choices=0)
+    offered = [n for n in events[0]["offered"] if n.startswith("decompose_k")]
+    if not offered:
+        pytest.skip("Inductor offered no decompose_k choice for this shape")
+    assert set(offered) <= set(events[0]["capped"])  # a template, not an extern
+    out, _code, events = _compile_mm(a, b)
+    for name in offered:
+        if name in events[0]["kept"] and name not in events[0]["rejected"]:
+            assert events[0]["checks"][name]["passed"] is True
+    torch.testing.assert_close(out, a @ b, rtol=2e-2, atol=2e-2)
+
+
+def test_outputs_written_at_an_offset_are_not_rejected():
+    """cat() makes Inductor write GEMM outputs into slices of one buffer (layout offset)."""
+    a, b = _mm(256, 256, 256)
+    c, d = _mm(256, 256, 256)
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    with inductor_config.patch(fx_graph_cache=False), iso.override(max_choices=4):
+        out = torch.compile(lambda w, x, y, z: torch.cat([w @ x, y @ z]), mode=MODE)(a, b, c, d)
+    torch.testing.assert_close(out, torch.cat([a @ b, c @ d]), rtol=2e-2, atol=2e-2)
+    for event in iso.decisions():
+        assert not [r for r in event["rejected"].values() if r.startswith("mismatch")], event
+
+
+def test_deferred_budget_holds_and_every_op_gets_templates():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 768), torch.nn.ReLU(),
+                                torch.nn.Linear(768, 512)).cuda().half()
+    x = torch.randn(256, 512, device="cuda", dtype=torch.float16)
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    budget_s = 60.0
+    with inductor_config.patch(fx_graph_cache=False, benchmark_epilogue_fusion=True), \
+            torch.no_grad(), iso.override(budget_s=budget_s, max_choices=4):
+        out = torch.compile(model, mode=MODE)(x)
+    torch.testing.assert_close(out, model(x), rtol=3e-2, atol=3e-2)
+    events = [e for e in iso.decisions() if e["verified_op"]]
+    assert len(events) == 3 and all(e["deferred"] for e in events), events
+    for event in events:  # nothing starved by reservations made at lowering time
+        assert [n for n in event["timings"] if n not in event["externs"]], event
+    spent = events[-1]["budget"]["spent_s"]
+    assert spent <= budget_s + max(e["seconds"] for e in events)
+
+
+def test_compare_runs_on_the_device():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from inductor_sm_override.verify import compare
+
+    class Watch(TorchDispatchMode):
+        host = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel() > 64:
+                    self.host.append(str(func))
+            return out
+
+    ref = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    with Watch() as watch:
+        good, bad = compare(ref.clone(), ref), compare(ref + 1, ref)
+    assert good.passed and not bad.passed and watch.host == []
+
+
+def test_local_autotune_cache_file_is_left_alone_in_verified_blocks():
+    import json
+
+    from torch._inductor.select_algorithm import AlgorithmSelectorCache
+
+    path = AlgorithmSelectorCache().get_local_cache_path()
+    before = path.read_text() if path.is_file() else None
+    user = {"system": AlgorithmSelectorCache().system, "cache": {"mm": {"k": {"p": {"h": 1.0}}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(user))
+    try:
+        a, b = _mm(384, 384, 384)
+        _compile_mm(a, b, max_choices=2)
+        assert json.loads(path.read_text()) == user
+    finally:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(before)
+
+
+def test_sole_choice_ops_are_recorded():
+    """2.11's __call__ returns only the node for a sole choice (select_algorithm.py:2920)."""
+    a, b = _mm(320, 320, 320)
+    out, _code, events = _compile_mm(a, b, max_choices=0, budget_s=0)
+    assert events and all(e["winner"] for e in events), events
+    torch.testing.assert_close(out, a @ b, rtol=2e-2, atol=2e-2)
+
+
+def test_simulate_sms_covers_direct_property_reads():
+    real = torch.cuda.get_device_properties(0).multi_processor_count
+    with iso.override(simulate_sms=46, verify=False):
+        assert torch.cuda.get_device_properties(0).multi_processor_count == 46
+        assert torch.cuda.get_device_properties("cuda").multi_processor_count == 46
+    assert torch.cuda.get_device_properties(0).multi_processor_count == real
+
+
+def test_configs_over_shared_memory_are_pruned_and_recorded():
+    a, b = _mm(1024, 1024, 1024)
+    _out, _code, events = _compile_mm(a, b)
+    for event in events:
+        assert all(n.startswith("config BLOCK") for n in event["smem_pruned"])
+        assert not [r for r in event["rejected"].values() if "OutOfResources" in r], event
