@@ -183,6 +183,21 @@ def test_deferred_timings_never_hold_rejected_choices():
     assert event["deferred"] and "fast_wrong" in event["rejected"]
 
 
+def test_budget_reservation_is_released_when_the_op_raises():
+    from torch._inductor.select_algorithm import NoValidChoicesError
+
+    class Broken(Template):
+        def benchmark(self, *args, out):
+            raise RuntimeError("kernel failed")
+
+    with lowering() as (a, b, layout), iso.override(budget_s=10):
+        budget = state.current_budget()
+        with pytest.raises(NoValidChoicesError):  # torch's answer when every choice fails
+            select("mm", [Broken("x", [a, b], layout), Broken("y", [a, b], layout)],
+                   a, b, layout)
+        assert budget.reserved == 0.0 and budget.spent > 0.0
+
+
 # --- 5. output with a layout offset ------------------------------------------------------
 
 def test_output_with_layout_offset_is_read_through_the_offset_view():
