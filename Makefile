@@ -59,3 +59,17 @@ matrix-one:
 	ISO_MATRIX_SKIP="$(MATRIX_SKIP)" PYTHONPATH=$(CURDIR)/tests $(MVENV)/bin/python -m pytest -q \
 	  -p no:cacheprovider -p matrix_plugin
 
+
+# GPU acceptance check (benchmarks/gpu_check.py, issue 15). Needs no venv and installs nothing:
+# on a GPU machine `make gpu-check OUT=$OUT` runs the source tree with its python3 (this
+# checkout's .venv python is used when it exists, unless PYTHON is given). DRY_RUN=1: the same
+# code on the CPU with tiny sizes (CI); PLAN=1: the estimates only; LIMIT_S: the self-stop.
+.PHONY: gpu-check
+OUT ?= benchmarks/results
+LIMIT_S ?= 360
+_on = $(filter-out 0 no false off,$(1))
+GPU_CHECK_PY = $(if $(filter command line environment,$(origin PYTHON)),$(PYTHON),$(if $(wildcard $(PY)),$(PY),$(PYTHON)))
+gpu-check:
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_CHECK_PY) benchmarks/gpu_check.py \
+	  --out "$(OUT)" --limit-s $(LIMIT_S) $(if $(call _on,$(DRY_RUN)),--dry-run) \
+	  $(if $(call _on,$(PLAN)),--plan) $(GPU_CHECK_ARGS)

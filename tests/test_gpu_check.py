@@ -1,0 +1,214 @@
+"""`make gpu-check` (benchmarks/gpu_check.py): the plan fits, the CPU dry run writes real
+results through the same code as the GPU run, the run stops itself, the goals are judged
+right from the figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+BENCH = ROOT / "benchmarks"
+SCRIPT = BENCH / "gpu_check.py"
+sys.path.insert(0, str(BENCH))
+
+import gpu_check  # noqa: E402
+
+STEPS = ["pytest", "emulation", "autotune", "training"]
+GOAL_STATES = {"PASS", "MISS", "NOT MEASURED"}
+
+
+def _script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+def test_plan_fits_six_minutes_on_an_h100_and_names_every_step():
+    out = _script("--plan")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for step in STEPS:
+        assert re.search(rf"^\s+\d\. {step}\s+\d+ s", out.stdout, re.M), out.stdout
+    for case in gpu_check.GPU_CASES:
+        assert case.label in out.stdout
+    total = int(re.search(r"total (\d+) s: fits", out.stdout).group(1))
+    assert total <= 360
+    steps = sum(r["estimate_s"] for r in gpu_check.plan_rows(gpu_check.GPU))
+    assert abs(total - steps) < 1
+
+
+def test_plan_that_does_not_fit_says_so_and_fails():
+    out = _script("--plan", "--limit-s", "100")
+    assert out.returncode == 1
+    assert "does NOT fit the 100 s limit" in out.stdout
+
+
+def test_gpu_run_without_a_gpu_refuses_clearly(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    out = _script("--out", str(tmp_path))
+    assert out.returncode == 2
+    assert "no CUDA GPU" in out.stderr and "--dry-run" in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# --- the goals, judged from figures ---------------------------------------------------------
+
+def _row(key, mode, ms, kind="gemm", **extra):
+    return {"case": key, "key": key, "kind": kind, "mode": mode, "ms": ms, **extra}
+
+
+def _results(rows, cost=()):
+    for row in rows:
+        gated = next(r["ms"] for r in rows if r["key"] == row["key"] and r["mode"] == "gated")
+        row.setdefault("speedup_vs_gated", gated / row["ms"])
+        row.setdefault("noise", 0.02)
+    return {"rows": rows, "autotune_cost": list(cost)}
+
+
+def test_goals_pass_on_good_figures():
+    rows = []
+    for key, kind in (("a", "gemm"), ("m", "mlp"), ("t", "attn")):
+        rows += [_row(key, "gated", 1.0, kind), _row(key, "forced+verify", 0.9, kind,
+                                                     autotune_s=10.0),
+                 _row(key, "cap8+verify", 0.91, kind, autotune_s=3.0),
+                 _row(key, "fastest", 0.9, kind)]
+    cost = [{"mode": "exhaustive+budget", "ms": 1.0, "autotune_s": 30.0, "reached": "9 of 90"},
+            {"mode": "exhaustive cap8+verify", "ms": 1.0, "autotune_s": 5.2},
+            {"mode": "exhaustive cap8 no-verify", "ms": 1.0, "autotune_s": 5.0}]
+    goals = gpu_check.goals(_results(rows, cost))
+    assert [g["status"] for g in goals] == ["PASS"] * 4, goals
+    assert "reached 9 of 90" in goals[2]["detail"]
+
+
+def test_goals_miss_where_a_figure_misses():
+    rows = [_row("a", "gated", 1.0), _row("a", "forced+verify", 1.10, autotune_s=10.0),
+            _row("a", "cap8+verify", 1.2, autotune_s=5.0), _row("a", "fastest", 1.0),
+            _row("m", "gated", 1.0, "mlp"), _row("m", "fastest", 1.01, "mlp")]
+    cost = [{"mode": "exhaustive cap8+verify", "ms": 1.0, "autotune_s": 6.0},
+            {"mode": "exhaustive cap8 no-verify", "ms": 1.0, "autotune_s": 5.0}]
+    goals = gpu_check.goals(_results(rows, cost))
+    assert [g["status"] for g in goals] == ["MISS"] * 4, goals
+    assert "slower beyond noise: a x0.909" in goals[0]["detail"]
+    assert "+20.0%" in goals[3]["detail"]
+
+
+def test_goals_allow_noise_and_say_not_measured_without_figures():
+    rows = [_row("a", "gated", 1.0), _row("a", "forced+verify", 1.04, noise=0.05)]
+    goals = gpu_check.goals(_results(rows))
+    assert goals[0]["status"] == "PASS"  # 4% slower, inside the measured 5% noise
+    assert [g["status"] for g in goals[1:]] == ["NOT MEASURED"] * 3
+    assert [g["status"] for g in gpu_check.goals({"rows": [], "autotune_cost": []})] == \
+        ["NOT MEASURED"] * 4
+
+
+def test_kernels_in_generated_code():
+    code = ("triton_tem_fused_addmm_0 = async_compile.triton('x', '''\n...''')\n"
+            "triton_poi_fused_gelu_1 = async_compile.triton('y', '''\n...''')\n"
+            "cpp_fused_mm_2 = async_compile.cpp_pybinding([], r'''\nkernel_micro_gemm<1>''')\n"
+            "def call(args):\n    extern_kernels.mm(a, b, out=c)\n"
+            "    torch.ops.mkl._mkl_linear.default(x)\n")
+    assert gpu_check.kernels_in_code([code]) == (
+        ["cpp_fused_mm_2", "triton_tem_fused_addmm_0"], ["_mkl_linear", "mm"])
+
+
+# --- the dry run: the same code on the CPU, through make -----------------------------------
+
+@pytest.mark.slow
+def test_dry_run_through_make_writes_real_results(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "--no-print-directory", "gpu-check", "DRY_RUN=1",
+                          f"OUT={tmp_path}", f"PYTHON={sys.executable}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    # the device tool returns at most 8 files, named in letters, digits, '.', '_', '-'
+    assert len(files) == 7 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files), files
+    (stem,) = {f.split(".json")[0] for f in files if f.endswith(".json")}
+    assert re.fullmatch(r"gpu_check-dryrun-cpu-torch[\d.]+-triton\S+-\d{4}-\d\d-\d\d-\d{4}Z",
+                        stem)
+    for suffix in (".csv", ".md", ".log", ".png", "-pytest.xml", "-decisions.jsonl"):
+        assert stem + suffix in files
+
+    results = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert results["dry_run"] is True and results["machine"]["torch"]
+    assert {k: v["status"] for k, v in results["steps"].items()} == dict.fromkeys(STEPS, "done")
+    # step 2: every case in every mode, timed, checked against fp64, compared with gated
+    rows = results["rows"]
+    cases = [c.label for c in gpu_check.DRY.cases]
+    assert [(r["case"], r["mode"]) for r in rows] == [(c, m) for c in cases
+                                                      for m in gpu_check.MODES]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["ms"] > 0 and row["compile_s"] > 0 and row["rel_err_fp64"] < 1e-4, row
+        assert row["speedup_vs_gated"] > 0 and row["noise"] >= 0.02
+    gemm = [r for r in rows if r["kind"] == "gemm"]
+    assert all(r["ops"] >= 1 and r["winner"] for r in gemm), gemm  # real CPU autotuning
+    assert any(r["code_templates"] or r["code_externs"] for r in gemm if r["mode"] != "fastest")
+    assert next(r for r in rows if r["mode"] == "fastest")["used"] in ("override", "plain")
+    with open(tmp_path / f"{stem}.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows)
+    # step 3 and step 4
+    assert [r["mode"] for r in results["autotune_cost"]] == list(gpu_check.DRY.cost_estimate_s)
+    assert all(r["ms"] > 0 and "reached" in r for r in results["autotune_cost"])
+    assert [r["mode"] for r in results["training"]] == ["gated", "cap8+verify"]
+    assert all(r["grad_rel_err_fp64"] < 1e-4 and r["forward_ops"] + r["backward_ops"] == r["ops"]
+               for r in results["training"])
+    # step 1: the gpu tests were collected and (no GPU here) skipped
+    junit = ET.parse(tmp_path / f"{stem}-pytest.xml").getroot()
+    suite = junit if junit.tag == "testsuite" else next(junit.iter("testsuite"))
+    assert int(suite.get("tests")) >= 1
+    assert results["pytest"]["skipped"] == results["pytest"]["tests"]
+    # the goals and the summary
+    assert [g["status"] in GOAL_STATES for g in results["goals"]] == [True] * 4
+    summary = (tmp_path / f"{stem}.md").read_text()
+    assert "DRY RUN" in summary
+    for goal in results["goals"]:
+        assert f"| {goal['goal']} | {goal['status']} |" in summary
+    for row in rows:
+        assert f"| {row['case']} | {row['mode']}" in summary
+    assert (tmp_path / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+    log = (tmp_path / f"{stem}.log").read_text()
+    for number, step in enumerate(STEPS, 1):
+        assert re.search(rf"\[gpu-check +[\d.]+ s\] step {number} {step}: done in", log), step
+    decisions = (tmp_path / f"{stem}-decisions.jsonl").read_text().splitlines()
+    assert {json.loads(line)["step"] for line in decisions} >= {"emulation", "autotune"}
+
+
+@pytest.mark.slow
+def test_run_stops_itself_before_the_limit_and_says_what_it_skipped(tmp_path):
+    out = _script("--dry-run", "--out", str(tmp_path), "--limit-s", "0")
+    assert out.returncode == 0, out.stderr[-2000:]
+    (path,) = tmp_path.glob("gpu_check-*.json")
+    results = json.loads(path.read_text())
+    assert {k: v["status"] for k, v in results["steps"].items()} == \
+        dict.fromkeys(STEPS, "skipped (time)")
+    assert not results["rows"] and not results["training"]
+    assert len(results["skipped"]) == 4 and "SKIP step 1 pytest" in out.stdout
+    assert [g["status"] for g in results["goals"]] == ["NOT MEASURED"] * 4
+    summary = path.with_suffix(".md").read_text()
+    assert "## Skipped (time limit)" in summary and "step 4 training" in summary
+
+
+@pytest.mark.slow
+def test_watchdog_ends_a_run_that_overstays_and_keeps_what_was_saved(tmp_path):
+    # limit 0 + 0.5 s grace: the watchdog fires during the start-up compile
+    out = _script("--dry-run", "--out", str(tmp_path), "--limit-s", "0", "--grace-s", "0.5")
+    assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "HARD STOP" in out.stdout
+    (path,) = tmp_path.glob("gpu_check-*.json")
+    results = json.loads(path.read_text())
+    assert any(s.startswith("HARD STOP") for s in results["skipped"])
