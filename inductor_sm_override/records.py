@@ -150,7 +150,9 @@ def settle_budget(record: OpRecord) -> None:
         return
     record.settled = True
     run = sum(1 for v in record.timings.values() if v is not None) + len(record.rejected)
-    seconds = record.seconds if record.seconds is not None else autotune_seconds(record)
+    seconds = record.seconds
+    if seconds is None:  # not closed (the op raised): what it took so far
+        seconds = autotune_seconds(record) or (time.perf_counter() - record.started)
     record.budget.settle(record.reserved_s, seconds if run else 0.0, run)
     record.reserved_s = 0.0
 

@@ -123,8 +123,12 @@ def extern(a: Any, b: Any, layout: Any) -> Any:
 def select(name: str, choices: list, a: Any, b: Any, layout: Any, *,
            deferred: bool = False) -> Any:
     """Run the real selector; with ``deferred`` also run the scheduler-time autotuning."""
-    result = AlgorithmSelectorCache()(name, choices, [a, b], layout,
-                                      return_multi_template=deferred)
+    from torch._inductor import select_algorithm
+
+    from inductor_sm_override.compat import selector_cache
+
+    selector = selector_cache(select_algorithm)  # Inductor's singleton, as in real use
+    result = selector(name, choices, [a, b], layout, return_multi_template=deferred)
     node = result[0] if isinstance(result, tuple) else result
     return node
 

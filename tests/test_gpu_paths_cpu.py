@@ -403,6 +403,25 @@ def test_inject_faults_without_torchs_is_extern(monkeypatch):
     assert corrupted == ["t_x"] and out[0].name == "mm"
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_fault_injection_through_the_real_selector(verify):
+    """On every release (2.8 included, which has no preprocessing-fn hook): a corrupted,
+    fastest template is rejected when verified, and wins when not (the baseline)."""
+    from inductor_sm_override.testing import inject_faults
+
+    with lowering() as (a, b, layout), inject_faults("t_", "wrong") as corrupted, \
+            iso.override(verify=verify):
+        node = select("mm", [extern(a, b, layout), Template("t_fast", [a, b], layout)],
+                      a, b, layout)
+    assert corrupted == ["t_fast"]
+    event = _event()
+    if verify:
+        assert "mismatch vs extern mm" in event["rejected"]["t_fast"]
+        assert event["winner"] == "mm" and node.get_name() != "out_t_fast"
+    else:
+        assert event["winner"] == "t_fast" and event["rejected"] == {}
+
+
 def test_benchmarked_as_extern_follows_torch_on_each_layout(monkeypatch):
     with lowering() as (a, b, layout):
         ext, tmpl = extern(a, b, layout), Template("t", [a, b], layout)
