@@ -74,6 +74,9 @@ def collect(min_sms: int | None = None) -> dict[str, Any]:
     info["gpus"] = gpus
     info["hook"] = hook_status(os.environ)
     info["inductor_config"] = {k: getattr(config, k, None) for k in CONFIG_KEYS}
+    from .frameworks import detect
+
+    info["frameworks"] = detect(os.environ)
     return info
 
 
@@ -107,4 +110,9 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append("  no INDUCTOR_SM_OVERRIDE* variable set")
     lines.append("inductor config: " + ", ".join(f"{k}={v!r}"
                                                   for k, v in info["inductor_config"].items()))
+    from .frameworks import format_line
+
+    frameworks = info.get("frameworks") or []
+    lines += [format_line(entry) for entry in frameworks] or [
+        "frameworks: none of transformers, accelerate, lightning, vllm, sglang installed"]
     return "\n".join(lines)
