@@ -182,3 +182,27 @@ def test_bad_variable_leaves_the_job_running_with_one_line(tmp_path):
     assert result["max_abs_err"] < 1e-5  # the job ran to the end, compiled by torch alone
     assert result["patched"] is False and result["base"] is None
     assert not report.exists()
+
+
+NOTEBOOK_CELLS = """
+import json, os
+os.environ["INDUCTOR_SM_OVERRIDE"] = "1"        # like %env in a running kernel: too late
+import torch._inductor.compile_fx                # Inductor's entry point: the hook's moment
+import inductor_sm_override as iso
+late = iso.status()
+with iso.override(quiet=True):                   # the notebook recipe: the Python API
+    inside = iso.status()
+print(json.dumps({"late_base": late["base"], "late_patched": late["patched"],
+                  "inside_patched": inside["patched"], "after": iso.status()["patched"]}))
+"""
+
+
+def test_notebook_variables_set_late_do_nothing(tmp_path):
+    """Variables set inside a running interpreter are not seen; ``iso.override`` works."""
+    env = _env(tmp_path)
+    out = subprocess.run([sys.executable, "-c", NOTEBOOK_CELLS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"late_base": None, "late_patched": False, "inside_patched": True,
+                    "after": False}
