@@ -256,6 +256,10 @@ def preprocess(choices: list[Any]) -> list[Any]:
         for choice in ranked[allowed:keep]:
             record.dropped[names[id(choice)]] = "budget"
         keep = allowed
+    elif record.budget is not None and record.budget.remaining <= 0:
+        for choice in ranked[:keep]:  # already spent: no template, even when benchmarked later
+            record.dropped[names[id(choice)]] = "budget"
+        keep = 0
     if not externs and keep == 0 and ranked:
         keep = 1  # Inductor needs a choice; there is no fallback to keep instead
         record.dropped.pop(names[id(ranked[0])], None)
