@@ -729,7 +729,9 @@ def compile_and_time(run: Run, emulation: Emulation, model: Any, inputs: tuple, 
             out = fn(*inputs)
         compile_s = time.perf_counter() - started
         events = iso.decisions()
+        frames_before = _frames_compiled()
         ms, spread = gpu_time_ms(lambda: fn(*inputs), run.device, run.sizes.bench_rep_ms)
+        recompiled = _frames_compiled() - frames_before
     run.decisions(step, "cost", mode, events)
     facts = summarize_events(events)
     externs = sum(len(e.get("externs", ())) for e in events)
@@ -737,6 +739,7 @@ def compile_and_time(run: Run, emulation: Emulation, model: Any, inputs: tuple, 
                         if t is not None and name not in e.get("externs", ()))
     return {"ms": round(ms, 5), "spread": round(spread, 4), "compile_s": round(compile_s, 3),
             "rel_err_fp64": rel_error(out, ref), "externs": externs,
+            "recompiled_while_timed": recompiled,
             "templates_benchmarked": templates_run, **facts}
 
 
@@ -812,7 +815,9 @@ def training_mode(run: Run, emulation: Emulation, base: Any, x: Any, ref_grads: 
             fn(x).float().square().mean().backward()
             optimizer.step()
 
+        frames_before = _frames_compiled()
         ms, spread = gpu_time_ms(train_step, run.device, run.sizes.bench_rep_ms)
+        recompiled = _frames_compiled() - frames_before
     run.decisions("training", "train", mode, events)
     # backward GEMMs are those past the forward's Linear layers, whenever they were compiled
     # (at the first .backward(), or eagerly with the forward where the backward is not lazy)
@@ -821,7 +826,8 @@ def training_mode(run: Run, emulation: Emulation, base: Any, x: Any, ref_grads: 
             "grad_rel_err_fp64": grad_err, "forward_ops": len(events) - backward_ops,
             "backward_ops": backward_ops,
             "ops_during_backward_call": len(events) - forward_events,
-            "backward_decisions_present": backward_ops > 0, **summarize_events(events)}
+            "backward_decisions_present": backward_ops > 0,
+            "recompiled_while_timed": recompiled, **summarize_events(events)}
 
 
 # --- goals, summary, plot ----------------------------------------------------------------------
@@ -950,6 +956,13 @@ def summary_markdown(results: dict[str, Any], tag: str) -> str:
                 f"{r['compile_s']:.1f} | {r['forward_ops']} | {r['backward_ops']} | "
                 f"{r['grad_rel_err_fp64']:.1e} |" if "ms" in r
                 else f"error: {r.get('error', '')[:80]} | | | | | |"))
+        forced = next((r for r in results["training"]
+                       if r["mode"] != "gated" and "backward_ops" in r), None)
+        if forced is not None:
+            lines += ["", "Backward GEMM decisions under the override: " + (
+                f"present ({forced['backward_ops']} ops, {forced['template_wins']} template "
+                "wins of all ops)." if forced["backward_decisions_present"] else
+                "ABSENT: the backward GEMMs were not autotuned under the override's settings.")]
     if results["skipped"]:
         lines += ["", "## Skipped (time limit)", ""] + [f"- {s}" for s in results["skipped"]]
     lines += ["", "## Notes", "",
@@ -962,6 +975,12 @@ def summary_markdown(results: dict[str, Any], tag: str) -> str:
               " noise = 2% + both modes' spreads between their two measurements.",
               f"- The parts that finished took {results.get('measured_vs_estimated', 1):.2f}x "
               "their estimates (later parts were re-scaled by this before being started)."]
+    recompiled = [f"{r.get('case', '')} {r['mode']}" for key in ("rows", "autotune_cost",
+                                                                 "training")
+                  for r in results[key] if r.get("recompiled_while_timed")]
+    if recompiled:
+        lines.append("- WARNING: recompiled while being timed (outside the block), so the "
+                     "timed kernels may not be the block's: " + ", ".join(recompiled))
     return "\n".join(lines) + "\n"
 
 

@@ -153,6 +153,7 @@ def test_dry_run_through_make_writes_real_results(tmp_path):
                                                       for m in gpu_check.MODES]
     for row in rows:
         assert "error" not in row, row
+        assert row["recompiled_while_timed"] == 0, row  # timed what the block compiled
         assert row["ms"] > 0 and row["compile_s"] > 0 and row["rel_err_fp64"] < 1e-4, row
         assert row["speedup_vs_gated"] > 0 and row["noise"] >= 0.02
     gemm = [r for r in rows if r["kind"] == "gemm"]
@@ -180,6 +181,8 @@ def test_dry_run_through_make_writes_real_results(tmp_path):
         assert f"| {goal['goal']} | {goal['status']} |" in summary
     for row in rows:
         assert f"| {row['case']} | {row['mode']}" in summary
+    assert "Backward GEMM decisions under the override: present" in summary
+    assert "## Notes" in summary and "## Skipped" not in summary
     assert (tmp_path / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
     log = (tmp_path / f"{stem}.log").read_text()
     for number, step in enumerate(STEPS, 1):
