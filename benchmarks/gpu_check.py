@@ -966,8 +966,9 @@ def summary_markdown(results: dict[str, Any], tag: str) -> str:
                        if r["mode"] != "gated" and "backward_ops" in r), None)
         if forced is not None:
             lines += ["", "Backward GEMM decisions under the override: " + (
-                f"present ({forced['backward_ops']} ops, {forced['template_wins']} template "
-                "wins of all ops)." if forced["backward_decisions_present"] else
+                f"present ({forced['backward_ops']} backward ops; templates won "
+                f"{forced['template_wins']} of all {forced['ops']} ops)."
+                if forced["backward_decisions_present"] else
                 "ABSENT: the backward GEMMs were not autotuned under the override's settings.")]
     if results["skipped"]:
         lines += ["", "## Skipped (time limit)", ""] + [f"- {s}" for s in results["skipped"]]
@@ -977,8 +978,10 @@ def summary_markdown(results: dict[str, Any], tag: str) -> str:
               "graph cache (same settings), so its compile column is not a cold compile."
               + (" (Dry run: caches are shared, C++ kernels are built once.)"
                  if results["dry_run"] else ""),
-              "- ms: median GPU time (triton do_bench: CUDA events, L2 flushed), measured twice;"
-              " noise = 2% + both modes' spreads between their two measurements.",
+              ("- ms: median wall time (CPU dry run), measured twice;" if results["dry_run"] else
+               "- ms: median GPU time (triton do_bench: CUDA events, L2 flushed), measured twice;")
+              + " noise = the larger of 2% and the two modes' spreads (between their two "
+              "measurements) added.",
               f"- The parts that finished took {results.get('measured_vs_estimated', 1):.2f}x "
               "their estimates (later parts were re-scaled by this before being started)."]
     recompiled = [f"{r.get('case', '')} {r['mode']}" for key in ("rows", "autotune_cost",
