@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import outputs, training
+from . import outputs, state, training
 from .block import PATCHES, activate, deactivate
 from .errors import SettingsError
 from .settings import Settings
@@ -312,6 +312,9 @@ def compile(
     if prefer not in ("override", "fastest"):
         raise ValueError(f"prefer={prefer!r}: expected 'override' or 'fastest'")
     layer = _settings_layer(settings)
+    below = state.current()  # compiled inside a block: its settings are part of ours
+    if below is not None:
+        layer = {**below.as_dict(), **layer}
     args, kwargs = example_arguments(example_inputs, example_kwargs)
     tol = Settings().merged(layer)
     result = CheckedCompiled(model, layer)

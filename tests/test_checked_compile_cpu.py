@@ -267,3 +267,34 @@ def test_case4_unreproducible_model_is_never_passed():
     assert compiled.stochastic == "unreproducible"
     assert compiled.used == "eager"
     assert all("not checkable" in c.reason for c in compiled.checks[:2])
+
+
+def test_case3_second_compile_with_other_settings_compiles_anew():
+    """Each iso.compile compiles under its own settings (also inside an outer block); the
+    earlier results keep working with their own kernels (no recompile, no trap warning)."""
+    import warnings
+
+    torch.manual_seed(0)
+    lin, x = torch.nn.Linear(64, 32).eval(), torch.randn(16, 64)
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    with inductor_config.patch(freezing=True), torch.no_grad(), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c1 = iso.compile(lin, (x,), max_choices=1)
+        n1 = len(iso.decisions())
+        c2 = iso.compile(lin, (x,), max_choices=2, budget_s=10)
+        n2 = len(iso.decisions())
+        with iso.override(max_choices=3):
+            c3 = iso.compile(lin, (x,))
+        n3 = len(iso.decisions())
+        for compiled in (c1, c2, c3):
+            torch.testing.assert_close(compiled(x), lin(x))
+        n4 = len(iso.decisions())
+    assert [c.used for c in (c1, c2, c3)] == ["override"] * 3
+    assert 1 <= n1 < n2 < n3 and n4 == n3
+    assert "budget" in iso.decisions()[n1]  # c2's own settings were in force
+    assert not [w for w in caught if "compiled outside" in str(w.message)
+                or "under different settings" in str(w.message)]
+    for compiled in (c1, c2, c3):
+        compiled.release()

@@ -183,3 +183,109 @@ def test_gate_event_in_the_report_once_per_decision(fake_gpu, tmp_path):
     gate = events[1]
     assert (gate["device"], gate["sms"], gate["threshold"]) == ("cuda:0", 46, 0)
     assert gate["torch_answer"] is False and gate["answer"] is True
+
+
+# --- issue 13: friction and cache hits -------------------------------------------------------
+
+def _event(**kw):
+    base = {"event": "autotune", "name": "mm", "device": "cpu", "shapes": [[4, 4]],
+            "externs": ["mm"], "timings": {"mm": 1.0, "tpl": 0.5}, "winner": "tpl",
+            "capped": [], "budget_dropped": [], "rejected": {}, "seconds": 0.1}
+    return {**base, **kw}
+
+
+def test_capped_and_budget_dropped_are_separate_columns():
+    from inductor_sm_override.report import format_table, summarize
+
+    summary = summarize([_event(capped=["a", "b"], budget_dropped=["c"])])
+    op = summary["ops"][0]
+    assert (op["capped"], op["budget_dropped"]) == (2, 1)
+    assert (summary["totals"]["capped"], summary["totals"]["budget_dropped"]) == (2, 1)
+    table = format_table(summary)
+    header = table.splitlines()[0]
+    columns = header.split()
+    assert "capped" in columns and "budget" in columns
+    assert "2 capped, 1 dropped by the budget" in table
+
+
+def test_cpu_speedups_come_with_a_noise_note():
+    from inductor_sm_override.report import format_table, summarize
+
+    table = format_table(summarize([_event(timings={"mm": 1289.81, "tpl": 1.0})]))
+    assert "1289.81x" in table and "noise" in table
+    gpu = format_table(summarize([_event(device="cuda:0")]))
+    assert "noise" not in gpu
+
+
+TRAIN = textwrap.dedent("""
+    import sys, torch
+    import inductor_sm_override as iso
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 16))
+    with iso.override(report=sys.argv[1], quiet=True):
+        torch.compile(model, mode="max-autotune-no-cudagraphs")(torch.randn(8, 32)).sum().backward()
+""")
+
+
+def test_report_counts_cache_hits(tmp_path):
+    """Case 8: the same training script run twice (one Inductor cache): the second run is
+    served from the FX graph cache; its report says so instead of going quietly empty."""
+    env = {**_env(), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}
+    runs = []
+    for name in ("first.jsonl", "second.jsonl"):
+        out = subprocess.run([sys.executable, "-c", TRAIN, str(tmp_path / name)],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs.append([json.loads(line) for line in (tmp_path / name).read_text().splitlines()])
+    first, second = runs
+    assert [e for e in first if e["event"] == "autotune"]
+    assert not [e for e in first if e["event"] == "cache_hit"]
+    hits = [e for e in second if e["event"] == "cache_hit"]
+    assert len(hits) == 2 and not [e for e in second if e["event"] == "autotune"]
+    assert {e["backward"] for e in hits} == {False, True}
+    assert hits[0]["key"] and hits[0]["settings"]["verify"] is True
+    table = _run([*CLI, "report", str(tmp_path / "second.jsonl")])
+    assert "2 graphs loaded from cache (autotuned earlier under the same settings)" \
+        in table.stdout
+    assert "graphs loaded from cache" not in _run([*CLI, "report",
+                                                   str(tmp_path / "first.jsonl")]).stdout
+
+
+def test_run_help_describes_every_option():
+    out = _run([*CLI, "run", "--help"])
+    text = " ".join(out.stdout.split())
+    for option in ("--min-sms N", "--max-choices N", "--budget-s SECONDS", "--no-verify",
+                   "--rtol X", "--atol X", "--report PATH", "--simulate-sms N",
+                   "--search-space", "--strict", "--quiet"):
+        start = text.index(option)
+        following = text[start + len(option):start + len(option) + 40]
+        assert not following.lstrip().startswith("-"), f"{option} has no help text"
+    assert "seconds" in text and "default" in text
+
+
+def test_hook_help_has_a_description_and_status_fails_on_a_bad_variable():
+    out = _run([*CLI, "hook", "--help"])
+    assert ".pth" in out.stdout and "start-up hook" in out.stdout
+    env = {**_env(), "INDUCTOR_SM_OVERRIDE": "1", "INDUCTOR_SM_OVERRIDE_MAX_CHOICES": "many"}
+    bad = subprocess.run([*CLI, "hook", "status"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert bad.returncode == 1 and "error:" in bad.stdout
+    bad_json = subprocess.run([*CLI, "hook", "status", "--json"], capture_output=True,
+                              text=True, env=env, timeout=120)
+    assert bad_json.returncode == 1 and json.loads(bad_json.stdout)["error"]
+    good = _run([*CLI, "hook", "status"])
+    assert good.returncode == 0
+
+
+def test_demo_says_cpu_timings_are_noise(tmp_path, monkeypatch, capsys):
+    from inductor_sm_override import cli, demo
+
+    def fake_demo(device, report, simulate_sms=None):
+        Path(report).write_text(json.dumps(_event(timings={"mm": 1289.81, "tpl": 1.0})) + "\n")
+        return {"compile_s": 1.0, "max_abs_err": 0.0, "gate": None}
+
+    monkeypatch.setattr(demo, "run_demo", fake_demo)
+    assert cli.main(["demo", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "1289.81x" in text and "noise" in text
