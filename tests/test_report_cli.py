@@ -289,3 +289,22 @@ def test_demo_says_cpu_timings_are_noise(tmp_path, monkeypatch, capsys):
     assert cli.main(["demo", "--device", "cpu", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "1289.81x" in text and "noise" in text
+
+
+def test_symbolic_sizes_are_recorded_as_strings():
+    """Dynamic shapes: a decision's shapes hold "s0" for a symbolic size, never None."""
+    import sympy
+    import torch
+
+    from inductor_sm_override.autotune import _open_op
+    from inductor_sm_override.settings import Settings
+
+    class Node:
+        def get_size(self):
+            return [sympy.Symbol("s0"), sympy.Integer(64)]
+
+        def get_dtype(self):
+            return torch.float32
+
+    record = _open_op("mm", [Node(), Node()], None, Settings())
+    assert record.shapes == [["s0", 64], ["s0", 64]]
