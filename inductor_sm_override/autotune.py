@@ -659,11 +659,3 @@ def block_changes(settings: Settings) -> dict[str, Any]:
 
 # (settings, id of the user's post-grad pass) -> (that pass, config changes)
 _block_changes: dict[tuple[Settings, int], tuple[Any, dict[str, Any]]] = {}
-
-
-def block_config(settings: Settings) -> Any:
-    """A context manager applying :func:`block_changes` in this thread (None if nothing)."""
-    import torch._inductor.config as config
-
-    changes = block_changes(settings)
-    return config.patch(changes) if changes else None

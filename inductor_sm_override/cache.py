@@ -97,8 +97,11 @@ def salted_post_pass(current: Any, settings: Settings) -> Any | None:
     """
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
-    if current is None:
-        inner: tuple[Any, ...] = ()
+    if _salted_class is not None and isinstance(current, _salted_class):
+        inner: tuple[Any, ...] = current.inner  # a nested block: salt the user's passes once,
+        # so the same effective settings give the same key however the blocks are nested
+    elif current is None:
+        inner = ()
     elif isinstance(current, (list, tuple)):
         inner = tuple(current)
     else:

@@ -142,10 +142,15 @@ def _in_thread_autotuning() -> Any:
     """Autotune benchmarks in this thread (green contexts are per thread)."""
     import torch._inductor.config as config
 
+    from .compat import ConfigChanges, enter_config
+
     changes = {k: False for k in ("autotune_in_subproc", "pipeline_max_autotune_gemm")
                if hasattr(config, k)}
-    with config.patch(changes):
+    handle = enter_config(ConfigChanges(config, changes))  # refcounted before torch 2.13
+    try:
         yield
+    finally:
+        handle.exit()
 
 
 def _restore_primary_context(index: int) -> None:

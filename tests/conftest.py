@@ -53,6 +53,9 @@ def nothing_left_patched():
     assert vars(DeviceProperties)["create"] is create
     assert state.depth() == 0 and state.base() is None
     assert compat is not None
+    from inductor_sm_override.config_scope import PROCESS_CONFIG
+
+    assert PROCESS_CONFIG.held() == {}  # no block's config left behind (torch < 2.13)
 
 
 @pytest.fixture

@@ -113,3 +113,32 @@ def test_compiled_inside_and_iso_compile_do_not_warn(cpu_model):
         checked(x)
         checked.release()
     assert checked.used == "override"
+
+
+def test_nested_blocks_salt_like_one_block_with_the_same_settings():
+    """The FX-graph-cache key depends on the effective settings, not on how blocks nest; the
+    user's own post-grad pass still runs and stays part of the key."""
+    import torch._inductor.config as config
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class UserPass(CustomGraphPass):
+        def __call__(self, graph):
+            return None
+
+        def uuid(self):
+            return "user-pass-1"
+
+    def salt():
+        current = config.post_grad_custom_post_pass
+        return current.uuid(), tuple(type(p).__name__ for p in current.inner)
+
+    with config.patch(post_grad_custom_post_pass=UserPass()):
+        with iso.override(max_choices=2, min_sms=40):
+            single = salt()
+        with iso.override(min_sms=40), iso.override(max_choices=2):
+            nested = salt()
+        with iso.override(min_sms=40), iso.override(max_choices=3):
+            other = salt()
+    assert nested == single and single[1] == ("UserPass",)
+    assert "user-pass-1" in str(single[0])
+    assert other[0] != single[0]
