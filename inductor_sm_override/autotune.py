@@ -34,7 +34,7 @@ from typing import Any
 
 import wrapt
 
-from . import state
+from . import generation, state
 from .compat import (
     benchmarked_as_extern,
     has_preprocessing_hook,
@@ -147,6 +147,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     record.gemm = record.name in VERIFIED_OPS
     record.verified_op = settings.verify and record.gemm
     _take_pruned(record)
+    generation.take_pending(record)
     record.precompile_timeout = bound.get("precompilation_timeout_seconds")
     if record.budget is not None and record.gemm:
         if _BUDGET_AT_BENCHMARK["on"]:
@@ -639,6 +640,7 @@ def build_patches(selector: Any) -> list[Any]:
         patches.append(Patch(persistent, "update_local_cache",
                              wrapt.FunctionWrapper(raw, _update_local_cache)))
     patches += _pruning_patches()
+    patches += generation.build_patches()
     cache = selector_cache(selector)
     if cache is not None:
         if hasattr(cache, "preprocessing_fns"):

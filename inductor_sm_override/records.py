@@ -53,6 +53,7 @@ class OpRecord:
     deferred: bool = False  # a multi-template buffer: benchmarked later, in the scheduler
     started: float = dataclasses.field(default_factory=time.perf_counter)
     autotune_s: float = 0.0  # finished do_autotuning time
+    generate_s: float = 0.0  # Inductor's choice generation (template rendering) for the op
     running_since: float | None = None  # do_autotuning in progress since
     seconds: float | None = None
     reserved_s: float = 0.0
@@ -113,6 +114,7 @@ class OpRecord:
             "checks": self.checks,
             "unverified": self.unverified,
             "seconds": None if self.seconds is None else round(self.seconds, 4),
+            "generate_s": round(self.generate_s, 4),
             "verify": self.settings.verify,
             "verified_op": self.verified_op,
             "deferred": self.deferred,
