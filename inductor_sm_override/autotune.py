@@ -34,7 +34,7 @@ from typing import Any
 
 import wrapt
 
-from . import generation, state
+from . import fusion, generation, state
 from .compat import (
     benchmarked_as_extern,
     has_preprocessing_hook,
@@ -641,6 +641,7 @@ def build_patches(selector: Any) -> list[Any]:
                              wrapt.FunctionWrapper(raw, _update_local_cache)))
     patches += _pruning_patches()
     patches += generation.build_patches()
+    patches += fusion.build_patches()
     cache = selector_cache(selector)
     if cache is not None:
         if hasattr(cache, "preprocessing_fns"):

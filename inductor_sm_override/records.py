@@ -63,6 +63,8 @@ class OpRecord:
     budget_decided: bool = False
     precompile_timeout: float | None = None  # what the caller asked for (seconds)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # checks of fused template kernels made from this op's choices (fusion.py)
+    fused: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     kept_choices: list[Any] = dataclasses.field(default_factory=list, repr=False)
     _references: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -119,6 +121,7 @@ class OpRecord:
             "verified_op": self.verified_op,
             "deferred": self.deferred,
             "notes": self.notes,
+            "fused": self.fused,
         }
         if self.budget is not None:
             event["budget"] = self.budget.as_dict()
