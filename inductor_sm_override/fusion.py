@@ -79,7 +79,8 @@ def kernel_args(kernel: Any) -> KernelArgs:
     args = kernel.args
     _defs, call_args, _sig, _types = args.python_argdefs()
     inplace: dict[str, tuple[str, ...]] = {}
-    for entry in dict.fromkeys(args.inplace_buffers.values()):
+    entries = {id(entry): entry for entry in args.inplace_buffers.values()}  # lists inside
+    for entry in entries.values():
         names = tuple(getattr(entry, "other_names", ()) or ())
         if names:
             inplace[names[-1]] = names

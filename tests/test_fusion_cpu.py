@@ -153,6 +153,17 @@ def test_kernel_arguments_are_read_from_torchs_kernel_args():
         info = fusion.kernel_args(type("K", (), {"args": args})())
     assert info.names == ("a", "b", "c") and info.written == frozenset({"c"})
     assert info.source("c") == "c" and info.inplace == {}
+    with lowering() as (a, b, layout):  # an in-place kernel: b's memory becomes d
+        d = ir.InputBuffer(name="d", layout=layout)
+        register_names(a, b, d)
+        args = KernelArgs()
+        args.input("a")
+        args.input("b")
+        args.make_inplace("b", "d")
+        args.output("d")
+        info = fusion.kernel_args(type("K", (), {"args": args})())
+    assert info.names == ("d", "a") and info.written == frozenset({"d"})
+    assert info.source("d") == "b" and info.inplace == {"d": ("b", "d")}
 
 
 def test_fused_fault_injection_corrupts_only_the_last_store():
