@@ -34,13 +34,14 @@ from typing import Any
 
 import wrapt
 
-from . import state
+from . import fusion, generation, state
 from .compat import (
     benchmarked_as_extern,
     has_preprocessing_hook,
     infer_selected_choice,
     is_reference,
     selector_cache,
+    subgraph_output,
     unpack_selection,
 )
 from .patching import Append, Patch
@@ -146,6 +147,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     record.gemm = record.name in VERIFIED_OPS
     record.verified_op = settings.verify and record.gemm
     _take_pruned(record)
+    generation.take_pending(record)
     record.precompile_timeout = bound.get("precompilation_timeout_seconds")
     if record.budget is not None and record.gemm:
         if _BUDGET_AT_BENCHMARK["on"]:
@@ -429,7 +431,7 @@ def _compute_reference(record: OpRecord, autotune_args: Any) -> tuple[Any, str] 
 
 def _poison(tensor: Any) -> None:
     """Fill the window the check reads, so a kernel that writes nothing cannot pass on the
-    previous choice's output."""
+    previous choice's output (nor on the zeros torch's ``benchmark_choice`` writes)."""
     try:
         if tensor.is_floating_point():
             tensor.fill_(float("nan"))
@@ -437,6 +439,39 @@ def _poison(tensor: Any) -> None:
             tensor.fill_(-(2 ** 31) + 7 if tensor.element_size() >= 4 else -77)
     except Exception:
         log.debug("could not poison the output window", exc_info=True)
+
+
+@contextlib.contextmanager
+def _poisoned_when_run(choice: Any, window: Any) -> Any:
+    """Poison ``window`` when the choice's kernel starts, i.e. after torch's
+    ``benchmark_choice`` has run ``output.zero_()`` (2.11 select_algorithm.py:3724, 2.13
+    :4846), which would otherwise overwrite a fill made before it when the output has no
+    offset. Done by shadowing ``benchmark`` on the choice object (the innermost one under
+    proxies) for this call only."""
+    holder = choice
+    while isinstance(holder, wrapt.ObjectProxy):
+        holder = holder.__wrapped__
+    try:
+        own = vars(holder)
+    except TypeError:  # no instance dict: poison now (best effort)
+        _poison(window)
+        yield
+        return
+    had, previous = "benchmark" in own, own.get("benchmark")
+    original = holder.benchmark
+
+    def benchmark(*args: Any, **kwargs: Any) -> Any:
+        _poison(window)
+        return original(*args, **kwargs)
+
+    own["benchmark"] = benchmark
+    try:
+        yield
+    finally:
+        if had:
+            own["benchmark"] = previous
+        else:
+            own.pop("benchmark", None)
 
 
 def _benchmark_choice(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> float:
@@ -458,17 +493,18 @@ def _benchmark_choice(wrapped: Any, instance: Any, args: tuple, kwargs: dict) ->
                                  f"extern {name}")
         record.timings[name] = finite_or_none(timing)
         return timing
-    if record.verified_op and not benchmarked_as_extern(choice):
-        _poison(_output_view(autotune_args))
+    poison = record.verified_op and not benchmarked_as_extern(choice)
     try:
-        timing = wrapped(*args, **kwargs)
+        with _poisoned_when_run(choice, _output_view(autotune_args)) if poison else \
+                contextlib.nullcontext():
+            timing = wrapped(*args, **kwargs)
     except Exception as exc:  # incl. torch's own VERIFY AssertionError: reject, never abort
         record.reject(name, f"{type(exc).__name__}: {exc}"[:300])
         return math.inf
     if not record.verified_op:
         record.timings[name] = finite_or_none(timing)
         return timing
-    outcome = _check(record, autotune_args, name)
+    outcome = _check(record, autotune_args, name, choice)
     if outcome is not None:
         record.reject(name, outcome)
         return math.inf
@@ -476,7 +512,16 @@ def _benchmark_choice(wrapped: Any, instance: Any, args: tuple, kwargs: dict) ->
     return timing
 
 
-def _check(record: OpRecord, autotune_args: Any, name: str) -> str | None:
+def _produced(choice: Any, autotune_args: Any) -> Any:
+    """What the choice computed in its timed run: the output window it wrote, or, for a
+    choice torch benchmarks as extern without writing ``out`` (``SubgraphChoiceCaller``:
+    decompose_k), what its compiled subgraph returns for the same extern inputs."""
+    if benchmarked_as_extern(choice):
+        return subgraph_output(choice, list(autotune_args.extern.input_tensors))
+    return _output_view(autotune_args)
+
+
+def _check(record: OpRecord, autotune_args: Any, name: str, choice: Any = None) -> str | None:
     """None when the choice's timed output matches the reference (or there is no reference:
     then it is noted unverified), else the reason for rejecting it."""
     reference = record.reference(autotune_args, _compute_reference)
@@ -486,8 +531,12 @@ def _check(record: OpRecord, autotune_args: Any, name: str) -> str | None:
         return None
     expected, source = reference
     try:
-        result: Check = compare(_output_view(autotune_args), expected, record.settings.rtol,
-                                record.settings.atol)
+        actual = _output_view(autotune_args) if choice is None else \
+            _produced(choice, autotune_args)
+    except Exception as exc:  # its output cannot be read: never accepted unchecked
+        return f"could not read its output: {type(exc).__name__}: {exc}"[:300]
+    try:
+        result: Check = compare(actual, expected, record.settings.rtol, record.settings.atol)
     except Exception as exc:
         return f"verification failed: {type(exc).__name__}: {exc}"[:300]
     record.checks[name] = {**result.as_dict(), "reference": source}
@@ -591,6 +640,8 @@ def build_patches(selector: Any) -> list[Any]:
         patches.append(Patch(persistent, "update_local_cache",
                              wrapt.FunctionWrapper(raw, _update_local_cache)))
     patches += _pruning_patches()
+    patches += generation.build_patches()
+    patches += fusion.build_patches()
     cache = selector_cache(selector)
     if cache is not None:
         if hasattr(cache, "preprocessing_fns"):

@@ -425,3 +425,25 @@ def has_preprocessing_hook(cache: Any) -> bool:
     toolkit runs its own from the ``__call__`` wrapper."""
     return isinstance(getattr(cache, "preprocessing_fns", None), list)
 
+
+
+def subgraph_output(choice: Any, inputs: list[Any]) -> Any:
+    """What a ``SubgraphChoiceCaller`` (decompose_k) really computes for ``inputs``.
+
+    Its ``benchmark(*inputs, out=...)`` never writes ``out`` (2.11 and 2.13
+    ``codegen/subgraph.py``: it times ``self._compiled_module.call([*sym_input_values,
+    *inputs])``), so the output to check is what that compiled module returns. The module
+    is compiled at the first benchmark (2.13 ``_ensure_compiled``; 2.11 inline through
+    ``_compile_for_benchmarking``). Raises when this torch's class has neither.
+    """
+    module = getattr(choice, "_compiled_module", None)
+    if module is None:
+        ensure = getattr(choice, "_ensure_compiled", None)  # 2.13
+        if callable(ensure):
+            ensure()
+            module = choice._compiled_module
+        else:  # 2.11
+            module = choice._compile_for_benchmarking()
+            choice._compiled_module = module
+    outputs = module.call([*getattr(choice, "sym_input_values", ()), *inputs])
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs

@@ -39,6 +39,7 @@ def collect(min_sms: int | None = None) -> dict[str, Any]:
     import torch._inductor.config as config
 
     from . import __version__, compat
+    from .hardware import pre_ampere_note
     from .launcher import hook_status
 
     plan = compat.current_plan()
@@ -68,7 +69,8 @@ def collect(min_sms: int | None = None) -> dict[str, Any]:
                 gpus.append({"index": index, "name": props.name,
                              "sms": props.multi_processor_count,
                              "capability": f"{props.major}.{props.minor}",
-                             "gate": _gate_answers(index, min_sms) if plan.supported else None})
+                             "gate": _gate_answers(index, min_sms) if plan.supported else None,
+                             "note": pre_ampere_note(props.name, props.major, props.minor)})
         finally:
             quiet.setLevel(level)
     info["gpus"] = gpus
@@ -100,6 +102,8 @@ def format_text(info: dict[str, Any]) -> str:
         said = ", ".join(f"{k}: {'templates' if v else 'gated'}" for k, v in gate.items())
         lines.append(f"GPU {gpu['index']}: {gpu['name']}, {gpu['sms']} SMs, sm_"
                      f"{gpu['capability'].replace('.', '')} -> {said or 'unknown'}")
+        if gpu.get("note"):
+            lines.append(f"  warning: {gpu['note']}")
     hook = info["hook"]
     lines.append(f"start-up hook: {', '.join(hook['pth_files']) or 'not installed'}")
     if hook["variables"]:

@@ -14,6 +14,7 @@ import wrapt
 
 from . import state
 from .compat import GATE_NAME, Plan
+from .hardware import warn_if_pre_ampere
 from .patching import Patch
 
 log = logging.getLogger("inductor_sm_override")
@@ -72,6 +73,7 @@ def _make_gate(plan: Plan) -> Any:
             # ROCm: torch's architecture rule (no SM check). Missing hooks: fail closed.
             return wrapped(*args, **kwargs)
         device = _device_of(args, kwargs)
+        warn_if_pre_ampere(device)  # Triton has no tensor-core GEMMs below sm_80
         sms = sm_count(plan, device)
         threshold = torch_threshold(device.type)
         verdict = sms >= settings.min_sms

@@ -13,7 +13,10 @@ shapes the design:
   (``torch.cuda.stream(ctx.Stream())``): no context push/pop. Only work on the *current
   stream* is restricted: Inductor's own streams (cudagraph trees' warm-up and replay
   streams, side streams), NCCL and other threads run on the whole GPU, so time with
-  ``mode="max-autotune-no-cudagraphs"``. Where ``Stream()`` is missing,
+  ``mode="max-autotune-no-cudagraphs"``. The green stream first waits for the caller's
+  stream; on exit the caller's stream waits for the green stream (a result read after the
+  block is complete), and the context is kept alive until its queued work is done. Where
+  ``Stream()`` is missing,
   ``set_context``/``pop_context`` are used, and a failing ``pop_context`` (seen after
   compiles ran inside) is answered by making the device's primary context current again,
   with a warning;
@@ -86,13 +89,18 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
                           f"partitions SMs in steps of {sm_granularity(props.major)[1]}; "
                           f"using {self.sms} SMs", RuntimeWarning, stacklevel=2)
         torch.cuda.synchronize(index)
+        _prune_retired()
         self._ctx = green.GreenContext.create(num_sms=self.sms, device_id=index)
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(_in_thread_autotuning())
             make_stream = getattr(self._ctx, "Stream", None)
             if callable(make_stream):
-                stack.enter_context(torch.cuda.stream(make_stream()))
+                caller = torch.cuda.current_stream(index)
+                stream = make_stream()
+                stream.wait_stream(caller)  # work queued before the block comes first
+                stack.callback(self._join, caller, stream)  # after the stream is left
+                stack.enter_context(torch.cuda.stream(stream))
             else:
                 self._ctx.set_context()
                 stack.callback(self._pop, index)
@@ -101,6 +109,14 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
             raise
         self._stack = stack
         return self
+
+    def _join(self, caller: Any, stream: Any) -> None:
+        """The caller's stream waits for what the block queued on the green stream (torch's
+        ``StreamContext.__exit__`` only restores the previous stream), and the green context
+        and its stream stay referenced until that work is done, even if this object is
+        dropped (destroying a green context with work queued is undefined)."""
+        caller.wait_stream(stream)
+        _retired.append((self._ctx, stream, stream.record_event()))
 
     def _pop(self, index: int) -> None:
         import torch
@@ -117,9 +133,26 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
+        _prune_retired()
 
     def __repr__(self) -> str:
         return f"limit_sms(requested={self.requested}, sms={self.sms}, total={self.total})"
+
+
+# green contexts whose blocks ended: (context, its stream, an event recorded at the end)
+_retired: list[tuple[Any, Any, Any]] = []
+
+
+def _prune_retired() -> None:
+    """Let go of retired green contexts whose queued work has finished."""
+    _retired[:] = [entry for entry in _retired if not _done(entry[2])]
+
+
+def _done(event: Any) -> bool:
+    try:
+        return bool(event.query())
+    except Exception:  # a broken event: keep the context (a leak beats a crash)
+        return False
 
 
 def _green_contexts() -> Any:

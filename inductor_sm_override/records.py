@@ -53,6 +53,7 @@ class OpRecord:
     deferred: bool = False  # a multi-template buffer: benchmarked later, in the scheduler
     started: float = dataclasses.field(default_factory=time.perf_counter)
     autotune_s: float = 0.0  # finished do_autotuning time
+    generate_s: float = 0.0  # Inductor's choice generation (template rendering) for the op
     running_since: float | None = None  # do_autotuning in progress since
     seconds: float | None = None
     reserved_s: float = 0.0
@@ -62,6 +63,8 @@ class OpRecord:
     budget_decided: bool = False
     precompile_timeout: float | None = None  # what the caller asked for (seconds)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # checks of fused template kernels made from this op's choices (fusion.py)
+    fused: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     kept_choices: list[Any] = dataclasses.field(default_factory=list, repr=False)
     _references: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -113,10 +116,12 @@ class OpRecord:
             "checks": self.checks,
             "unverified": self.unverified,
             "seconds": None if self.seconds is None else round(self.seconds, 4),
+            "generate_s": round(self.generate_s, 4),
             "verify": self.settings.verify,
             "verified_op": self.verified_op,
             "deferred": self.deferred,
             "notes": self.notes,
+            "fused": self.fused,
         }
         if self.budget is not None:
             event["budget"] = self.budget.as_dict()

@@ -172,3 +172,77 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
         from .patching import _remove
 
         _remove(hooks, corrupt)
+
+
+# --- fault injection into fused template kernels (GPU) -------------------------------------
+
+FUSED_FAULT_MARK = "# inductor_sm_override: injected fused-kernel fault"
+
+
+def corrupt_last_store(source: str) -> str:
+    """``source`` with its last ``tl.store(ptr, value, ...)`` storing ``value * 1.5 + 1``."""
+    start = source.rfind("tl.store(")
+    if start < 0:
+        return source
+    depth, index, commas = 0, start + len("tl.store("), []
+    while index < len(source):
+        char = source[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                break
+            depth -= 1
+        elif char == "," and depth == 0:
+            commas.append(index)
+        index += 1
+    if not commas:
+        return source
+    end = commas[1] if len(commas) > 1 else index
+    value = source[commas[0] + 1:end].strip()
+    line_end = source.find("\n", index)
+    line_end = len(source) if line_end < 0 else line_end
+    corrupted = (source[:commas[0] + 1] + f" ({value}) * 1.5 + 1.0" + source[end:line_end]
+                 + f"  {FUSED_FAULT_MARK}" + source[line_end:])
+    return corrupted
+
+
+def _has_fusion(nodes: Any) -> bool:
+    nodes = [n for n in nodes or () if hasattr(n, "is_template")]
+    return len(nodes) > 1 and any(n.is_template() for n in nodes)
+
+
+@contextlib.contextmanager
+def inject_fused_faults() -> Iterator[list[str]]:
+    """Make every Triton template kernel fused with a prologue or epilogue store a wrong
+    value (its last ``tl.store``), in the scheduler's benchmark kernels and in the kernels
+    that run. Unfused kernels are untouched. Yields the fused kernels' names it corrupted
+    (each time a source was made). For GPU tests of the fused-kernel check."""
+    from torch._inductor.codegen.simd import SIMDScheduling
+    from torch._inductor.codegen.triton import TritonScheduling
+
+    corrupted: list[str] = []
+    generate = vars(SIMDScheduling)["generate_kernel_code_from_nodes"]
+    define = vars(TritonScheduling)["define_kernel"]
+
+    def generate_kernel_code_from_nodes(self: Any, nodes: Any, *args: Any, **kwargs: Any) -> Any:
+        source = generate(self, nodes, *args, **kwargs)
+        if _has_fusion(nodes):
+            corrupted.append("benchmark:" + "+".join(n.get_name() for n in nodes))
+            return corrupt_last_store(source)
+        return source
+
+    def define_kernel(self: Any, src_code: str, node_schedule: Any, kernel: Any) -> Any:
+        if _has_fusion(node_schedule):
+            corrupted.append("kernel:" + "+".join(n.get_name() for n in node_schedule
+                                                  if hasattr(n, "get_name")))
+            src_code = corrupt_last_store(src_code)
+        return define(self, src_code, node_schedule, kernel)
+
+    SIMDScheduling.generate_kernel_code_from_nodes = generate_kernel_code_from_nodes
+    TritonScheduling.define_kernel = define_kernel
+    try:
+        yield corrupted
+    finally:
+        SIMDScheduling.generate_kernel_code_from_nodes = generate
+        TritonScheduling.define_kernel = define

@@ -7,9 +7,10 @@ import tempfile
 
 import pytest
 
-# A fresh Inductor cache per test session: cached graphs or autotune results from an
-# earlier run would skip the very autotuning these tests observe.
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="iso-inductor-"))
+# A fresh Inductor cache per test session, even when the user exported one: cached graphs
+# or autotune results from an earlier run would skip the very autotuning these tests
+# observe (tests/test_suite_isolation.py).
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="iso-inductor-")
 
 
 def pytest_collection_modifyitems(config, items):

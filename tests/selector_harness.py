@@ -7,7 +7,8 @@ preprocessing fns, ``do_autotuning``, ``get_inputs`` (``AutotuneArgs``),
 (``cpu_backend="triton"`` lets the CPU take that path). The choices are an ATen extern
 (``aten_mm.bind``) and ``Template`` objects: ``ChoiceCaller`` subclasses with Triton-like
 descriptions whose "kernel" is ``torch.mm`` written into ``out`` like a Triton kernel
-(at ``layout.offset`` of the base buffer), optionally wrong.
+(at ``layout.offset`` of the base buffer), optionally wrong, and torch's own
+``SubgraphChoiceCaller`` (decompose_k's class), which never writes ``out``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch._inductor.select_algorithm import AlgorithmSelectorCache
 from torch._inductor.virtualized import V
 
 try:
-    from torch._inductor.select_algorithm import SubgraphChoiceCaller
+    from torch._inductor.codegen.subgraph import SubgraphChoiceCaller
 except ImportError:  # pragma: no cover - older torch
     SubgraphChoiceCaller = None
 
@@ -46,6 +47,11 @@ class Template(ir.ChoiceCaller):
                          f"BLOCK_N={bn}, num_stages={stages}, num_warps={warps}")
         self.wrong, self.ms, self.writes = wrong, ms, writes
         self.benchmarked = 0
+        self.window_at_start: torch.Tensor | None = None  # what the checked window held
+
+    def _window(self, out: torch.Tensor) -> torch.Tensor:
+        offset = int(self.layout.offset)
+        return torch.as_strided(out, out.size(), out.stride(), out.storage_offset() + offset)
 
     def run(self, *args: torch.Tensor) -> torch.Tensor:
         value = args[0] @ args[1]
@@ -53,6 +59,7 @@ class Template(ir.ChoiceCaller):
 
     def benchmark(self, *args: torch.Tensor, out: torch.Tensor) -> float:
         self.benchmarked += 1
+        self.window_at_start = self._window(out).clone()
         if self.writes:
             _triton_like_write(out, self.layout, self.run(*args))
         return self.ms
@@ -76,40 +83,59 @@ class Template(ir.ChoiceCaller):
         return {}
 
 
-def subgraph_choice(name: str, input_nodes: list, layout: Any, *, wrong: bool = False) -> Any:
-    """A real ``SubgraphChoiceCaller`` (decompose_k's class) computing ``a @ b``."""
+def split_k_mm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """decompose_k's computation (kernel/mm.py ``decomposeK``) without ``out_dtype``, which
+    the CPU's bmm lacks: a bmm over 4 K-slices, summed."""
+    m, k = x.shape
+    parts = x.reshape(m, 4, k // 4).permute(1, 0, 2)
+    return torch.bmm(parts, y.reshape(4, k // 4, y.shape[1])).sum(0)
 
-    class Decompose(SubgraphChoiceCaller):
-        def __init__(self) -> None:
-            ir.ChoiceCaller.__init__(self, name, input_nodes, layout, description="decompose_k")
-            self.wrong = wrong
 
-        def benchmark(self, *args: torch.Tensor, out: torch.Tensor) -> float:
-            out.copy_(args[0] @ args[1] + (1.0 if self.wrong else 0.0))  # extern tensors
-            return 0.01
+def transposed_mm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A wrong subgraph: ``x @ y.T`` (square inputs). Not ``y @ x``: torch draws each
+    benchmark input under ``preserve_rng_state()`` (``generate_example_value``), so two
+    inputs of one shape hold the same values and ``y @ x`` would equal ``x @ y``."""
+    return torch.mm(x, y.t())
 
-        def hash_key(self) -> str:
-            return name
 
-        def kernel_hash_key(self) -> str:
-            return name
+def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Any = split_k_mm) -> Any:
+    """Torch's own ``SubgraphChoiceCaller`` (decompose_k's class), made the way decompose_k
+    makes it (``SubgraphTemplate.generate`` of a ``make_fx`` graph), computing ``fn``. Its
+    ``benchmark`` compiles the subgraph and times it without writing ``out``, as in torch.
+    ``input_nodes`` must be TensorBoxes (see :func:`boxed`); use ``lowering(cpp=True)``."""
+    from torch._dispatch.python import enable_python_dispatcher
+    from torch._inductor.codegen.subgraph import SubgraphTemplate
+    from torch._inductor.decomposition import select_decomp_table
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
 
-        def output_node(self) -> Any:
-            return ir.TensorBox.create(ir.InputBuffer(name=f"out_{name}", layout=layout))
+    with V.set_fake_mode(FakeTensorMode()), enable_python_dispatcher():
+        graph = make_fx(fn, select_decomp_table())  # as DecomposeKSugraphTemplate.generate
+        choice = SubgraphTemplate(name).generate(
+            name=name, input_nodes=input_nodes, layout=layout, make_fx_graph=graph,
+            description="decompose_k-like subgraph")
+    choice.name = name  # generate() appends a counter
+    return choice
 
-        def precompile(self) -> None:
-            return None
 
-    return Decompose()
+def boxed(*nodes: Any) -> list:
+    """Input buffers as lowering passes them to GEMM choices (TensorBox(StorageBox(...)))."""
+    return [ir.TensorBox.create(node) for node in nodes]
 
 
 @contextlib.contextmanager
-def lowering(size: int = 16, offset: int = 0, dtype: Any = torch.float32):
-    """A graph handler and mm inputs/layout: yields (a, b, layout)."""
+def lowering(size: int = 16, offset: int = 0, dtype: Any = torch.float32, cpp: bool = False):
+    """A graph handler and mm inputs/layout: yields (a, b, layout). ``cpp``: keep the C++
+    CPU backend (subgraph choices compile their graph with it) instead of the Triton one
+    that lets the CPU take the deferred (multi-template) path."""
+    from torch._inductor.debug import DebugContext
+
     gm = torch.fx.symbolic_trace(lambda x: x + 1)
     graph = GraphLowering(gm)
     cpu = torch.device("cpu")
-    with V.set_graph_handler(graph), config.patch(max_autotune=True, cpu_backend="triton"):
+    backend = "cpp" if cpp else "triton"
+    with V.set_graph_handler(graph), V.set_debug_handler(DebugContext()), \
+            config.patch(max_autotune=True, cpu_backend=backend):
         a = ir.InputBuffer(name="a", layout=ir.FixedLayout(cpu, dtype, [size, size]))
         b = ir.InputBuffer(name="b", layout=ir.FixedLayout(cpu, dtype, [size, size]))
         layout = ir.FixedLayout(cpu, dtype, [size, size], offset=offset)

@@ -59,10 +59,10 @@ def _interleave(enter_a: Any, exit_a: Any, enter_b: Any, exit_b: Any) -> None:
 
     def run(enter: Any, leave: Any, go_in: int, go_out: int) -> None:
         try:
-            steps[go_in].wait(30)
+            assert steps[go_in].wait(60), f"step {go_in} never came"
             token = enter()
             steps[go_in + 1].set()
-            steps[go_out].wait(30)
+            assert steps[go_out].wait(60), f"step {go_out} never came"
             leave(token)
             if go_out + 1 < len(steps):
                 steps[go_out + 1].set()
@@ -75,8 +75,9 @@ def _interleave(enter_a: Any, exit_a: Any, enter_b: Any, exit_b: Any) -> None:
     a = threading.Thread(target=run, args=(enter_a, exit_a, 0, 2))
     b = threading.Thread(target=run, args=(enter_b, exit_b, 1, 3))
     a.start(), b.start()
-    a.join(60), b.join(60)
+    a.join(120), b.join(120)
     assert not errors, errors
+    assert not a.is_alive() and not b.is_alive()
 
 
 def test_fake_has_the_process_layout_and_bare_patch_leaks():

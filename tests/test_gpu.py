@@ -1,7 +1,10 @@
 """On a real GPU (marked gpu; skipped without CUDA): the real gate, verification of a
-corrupted Triton template, and the SM simulation. limit_sms timing: test_limit_sms.py."""
+corrupted Triton template, decompose_k and fused template kernels, and the SM simulation.
+limit_sms timing: test_limit_sms.py."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -9,7 +12,8 @@ import torch._inductor.config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 import inductor_sm_override as iso
-from inductor_sm_override.testing import inject_faults
+from inductor_sm_override import fusion
+from inductor_sm_override.testing import FUSED_FAULT_MARK, inject_faults, inject_fused_faults
 
 pytestmark = pytest.mark.gpu
 MODE = "max-autotune-no-cudagraphs"
@@ -52,6 +56,7 @@ def test_corrupted_triton_template_is_rejected_and_compile_is_right():
     (event,) = events
     assert set(corrupted) & set(event["rejected"])
     assert event["winner"] not in event["rejected"]
+    assert event["winner"] not in corrupted  # no corrupted choice won, rejected or not
     torch.testing.assert_close(out, a @ b, rtol=2e-2, atol=2e-2)
 
 
@@ -86,18 +91,29 @@ def test_flex_attention_compiles_under_verify_and_is_untouched():
         assert any("unverified: no reference" in n for n in event["notes"])
 
 
-def test_decompose_k_is_capped_and_verified():
+def _op_offering(events, prefix):
+    """The op whose choices include ``prefix*`` (a subgraph's own compile records its inner
+    ops as well)."""
+    (event,) = [e for e in events if any(n.startswith(prefix) for n in e["offered"])]
+    return event
+
+
+def test_decompose_k_is_capped_and_verified_by_what_it_computes():
+    """K >= 32*M and K >= 32*N: torch offers decompose_k (2.11 kernel/mm.py:411). Its
+    benchmark never writes ``out``; its real output must pass the check (issue 22, item 1)."""
     a = torch.randn(64, 8192, device="cuda", dtype=torch.float16)
     b = torch.randn(8192, 64, device="cuda", dtype=torch.float16)
     _out, _code, events = _compile_mm(a, b, max_choices=0)
-    offered = [n for n in events[0]["offered"] if n.startswith("decompose_k")]
-    if not offered:
-        pytest.skip("Inductor offered no decompose_k choice for this shape")
-    assert set(offered) <= set(events[0]["capped"])  # a template, not an extern
+    event = _op_offering(events, "decompose_k")
+    offered = [n for n in event["offered"] if n.startswith("decompose_k")]
+    assert set(offered) <= set(event["capped"])  # a template, not an extern
     out, _code, events = _compile_mm(a, b)
-    for name in offered:
-        if name in events[0]["kept"] and name not in events[0]["rejected"]:
-            assert events[0]["checks"][name]["passed"] is True
+    event = _op_offering(events, "decompose_k")
+    kept = [n for n in event["kept"] if n.startswith("decompose_k")]
+    assert kept, event
+    for name in kept:
+        assert name not in event["rejected"], event["rejected"]
+        assert event["checks"][name]["passed"] is True, event["checks"]
     torch.testing.assert_close(out, a @ b, rtol=2e-2, atol=2e-2)
 
 
@@ -108,10 +124,16 @@ def test_outputs_written_at_an_offset_are_not_rejected():
     torch._dynamo.reset()
     iso.clear_decisions()
     with inductor_config.patch(fx_graph_cache=False), iso.override(max_choices=4):
-        out = torch.compile(lambda w, x, y, z: torch.cat([w @ x, y @ z]), mode=MODE)(a, b, c, d)
+        out, code = run_and_get_code(
+            torch.compile(lambda w, x, y, z: torch.cat([w @ x, y @ z]), mode=MODE), a, b, c, d)
     torch.testing.assert_close(out, torch.cat([a @ b, c @ d]), rtol=2e-2, atol=2e-2)
-    for event in iso.decisions():
+    assert "65536" in "\n".join(code)  # the second product is written at offset 256*256
+    events = [e for e in iso.decisions() if e["name"] == "mm"]
+    assert len(events) == 2, iso.decisions()
+    for event in events:
         assert not [r for r in event["rejected"].values() if r.startswith("mismatch")], event
+        templates = [n for n in event["timings"] if n not in event["externs"]]
+        assert templates and all(event["checks"][n]["passed"] is True for n in templates)
 
 
 def test_deferred_budget_holds_and_every_op_gets_templates():
@@ -194,8 +216,72 @@ def test_simulate_sms_covers_direct_property_reads():
 
 
 def test_configs_over_shared_memory_are_pruned_and_recorded():
+    """EXHAUSTIVE has configs over any GPU's shared memory (256x256x64, 5 stages, fp16:
+    ~320 KB; an H200 allows ~228 KB per block): they are pruned and recorded."""
     a, b = _mm(1024, 1024, 1024)
-    _out, _code, events = _compile_mm(a, b)
-    for event in events:
-        assert all(n.startswith("config BLOCK") for n in event["smem_pruned"])
-        assert not [r for r in event["rejected"].values() if "OutOfResources" in r], event
+    _out, _code, events = _compile_mm(a, b, search_space="EXHAUSTIVE", max_choices=2)
+    (event,) = events
+    assert event["smem_pruned"], event["notes"]
+    assert all(n.startswith("config BLOCK") for n in event["smem_pruned"])
+    assert not [r for r in event["rejected"].values() if "OutOfResources" in r], event
+
+
+# --- issue 22, item 2: the fused template kernel the scheduler picks ------------------------
+
+def _ffn(m=256, k=1024, n=4096):
+    """An FFN's addmm + GELU: the case where the template wins only by fusing the epilogue."""
+    x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+    w = torch.randn(k, n, device="cuda", dtype=torch.float16) / k ** 0.5
+    bias = torch.randn(n, device="cuda", dtype=torch.float16)
+    return x, w, bias
+
+
+def _compile_ffn(x, w, bias, **settings):
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    fusion.clear_checks()
+    fn = torch.compile(lambda x, w, b: torch.nn.functional.gelu(torch.addmm(b, x, w)),
+                       mode=MODE)
+    with inductor_config.patch({"fx_graph_cache": False, "benchmark_epilogue_fusion": True,
+                                "triton.descriptive_names": "original_aten"}), \
+            iso.override(**settings):
+        out, code = run_and_get_code(fn, x, w, bias)
+    return out, "\n".join(code), fusion.checks()
+
+
+def _ffn_reference(x, w, bias):
+    return torch.nn.functional.gelu(torch.addmm(bias.float(), x.float(), w.float())).half()
+
+
+def test_correct_fused_kernel_is_checked_and_kept():
+    x, w, bias = _ffn()
+    out, code, checks = _compile_ffn(x, w, bias, max_choices=4)
+    assert checks, "the scheduler fused no template with its epilogue"
+    assert all(c["passed"] for c in checks), checks
+    assert all(c["reference"].startswith("extern") for c in checks)
+    assert re.search(r"triton_tem_fused_\w*gelu", code)  # the checked fused kernel runs
+    torch.testing.assert_close(out, _ffn_reference(x, w, bias), rtol=2e-2, atol=2e-2)
+
+
+def test_wrong_fused_kernel_never_runs_and_the_result_is_right():
+    x, w, bias = _ffn()
+    with inject_fused_faults() as corrupted:
+        out, code, checks = _compile_ffn(x, w, bias, max_choices=4)
+    assert any(c.startswith("benchmark:") for c in corrupted)  # fusion was tried
+    assert checks and not any(c["passed"] for c in checks), checks
+    assert all(c["reason"].startswith("mismatch") for c in checks), checks
+    assert FUSED_FAULT_MARK not in code  # the corrupted fused kernel is not in the program
+    torch.testing.assert_close(out, _ffn_reference(x, w, bias), rtol=2e-2, atol=2e-2)
+    recorded = [c for e in iso.decisions() for c in e["fused"]]  # on the GEMM's own record
+    assert recorded == [{k: v for k, v in c.items() if k not in ("op", "template")}
+                        for c in checks]
+    assert {c["op"] for c in checks} <= {"mm", "addmm"}
+
+
+def test_wrong_fused_kernel_runs_unverified_sanity_baseline():
+    x, w, bias = _ffn()
+    with inject_fused_faults():
+        out, code, checks = _compile_ffn(x, w, bias, max_choices=4, verify=False)
+    assert checks == []  # nothing checked outside verified blocks
+    assert FUSED_FAULT_MARK in code  # torch fused the (corrupted) epilogue: the fault bites
+    assert not torch.allclose(out, _ffn_reference(x, w, bias), rtol=2e-2, atol=2e-2)

@@ -10,12 +10,15 @@ import pytest
 import torch
 from selector_harness import (
     Template,
+    boxed,
     extern,
     lowering,
     quiet_logging,
     run_deferred,
     select,
+    split_k_mm,
     subgraph_choice,
+    transposed_mm,
 )
 from torch._inductor import config
 from torch._inductor.select_algorithm import AlgorithmSelectorCache
@@ -113,6 +116,14 @@ def test_unverified_block_keeps_torchs_timings(monkeypatch):
 
 
 # --- 3. decompose_k (SubgraphChoiceCaller) is a template, not a reference -----------------
+# Torch's own SubgraphChoiceCaller: its benchmark never writes ``out`` (2.11
+# codegen/subgraph.py:169-182, 2.13 :288-305), so it is checked by what it computes.
+
+def _op_offering(choice_name):
+    """The op that offered this choice (a subgraph's own compile records its inner ops)."""
+    (event,) = [e for e in iso.decisions() if choice_name in e["offered"]]
+    return event
+
 
 needs_subgraph = pytest.mark.skipif(
     __import__("selector_harness").SubgraphChoiceCaller is None, reason="no SubgraphChoiceCaller")
@@ -120,7 +131,8 @@ needs_subgraph = pytest.mark.skipif(
 
 @needs_subgraph
 def test_subgraph_choice_is_capped():
-    with lowering() as (a, b, layout), iso.override(max_choices=0):
+    with lowering(cpp=True) as (a, b, layout), iso.override(max_choices=0):
+        a, b = boxed(a, b)
         choices = [extern(a, b, layout), subgraph_choice("decompose_k_mm_4_split", [a, b], layout)]
         select("mm", choices, a, b, layout)
     event = _event()
@@ -129,14 +141,33 @@ def test_subgraph_choice_is_capped():
 
 
 @needs_subgraph
+def test_correct_subgraph_choice_passes_its_check():
+    """Its ``out`` stays as torch's zero_() left it: a check of that window rejects every
+    decompose_k choice (issue 22, item 1); its real output passes."""
+    with lowering(cpp=True) as (a, b, layout), iso.override(verify=True):
+        a, b = boxed(a, b)
+        split = subgraph_choice("decompose_k_like", [a, b], layout, split_k_mm)
+        select("mm", [extern(a, b, layout), split], a, b, layout)
+    event = _op_offering("decompose_k_like")  # the subgraph's own bmm is an op of its own
+    assert event["rejected"] == {}, event["rejected"]
+    check = event["checks"]["decompose_k_like"]
+    assert check["passed"] is True and check["reference"] == "extern mm"
+    assert check["max_abs"] < 1e-4
+    assert event["timings"]["decompose_k_like"] is not None
+
+
+@needs_subgraph
 def test_wrong_subgraph_choice_is_rejected_not_used_as_reference():
-    with lowering() as (a, b, layout), iso.override(verify=True):
-        choices = [subgraph_choice("decompose_k_bad", [a, b], layout, wrong=True),
+    with lowering(cpp=True) as (a, b, layout), iso.override(verify=True):
+        a, b = boxed(a, b)
+        choices = [subgraph_choice("decompose_k_bad", [a, b], layout, transposed_mm),
                    extern(a, b, layout)]
-        select("mm", choices, a, b, layout)
-    event = _event()
+        node = select("mm", choices, a, b, layout)
+    event = _op_offering("decompose_k_bad")
     assert "mismatch vs extern mm" in event["rejected"]["decompose_k_bad"]
-    assert event["winner"] == "mm"
+    assert event["checks"]["decompose_k_bad"]["passed"] is False
+    assert event["winner"] == "mm" and event["timings"]["decompose_k_bad"] is None
+    assert "decompose_k" not in str(node)
 
 
 # --- 4. budget under deferred autotuning (MultiTemplateBuffer) ----------------------------
@@ -209,12 +240,28 @@ def test_output_with_layout_offset_is_read_through_the_offset_view():
     assert event["winner"] == "offset_ok"
 
 
-def test_template_that_writes_nothing_is_rejected():
-    # the check must not read the previous choice's (the extern's) output
-    with lowering(offset=24) as (a, b, layout), iso.override(verify=True):
+@pytest.mark.parametrize("offset", [0, 24])
+def test_template_that_writes_nothing_is_rejected(offset):
+    # the check must read neither the previous choice's (the extern's) output nor the
+    # zeros torch's benchmark_choice writes before the kernel: the window holds NaN
+    with lowering(offset=offset) as (a, b, layout), iso.override(verify=True):
         lazy = Template("writes_nothing", [a, b], layout, ms=1e-6, writes=False)
         select("mm", [extern(a, b, layout), lazy], a, b, layout)
-    assert "writes_nothing" in _event()["rejected"]
+    reason = _event()["rejected"]["writes_nothing"]
+    assert reason.startswith("mismatch vs extern mm: 256 NaN/Inf values"), reason
+
+
+@pytest.mark.parametrize("offset", [0, 24])
+def test_template_kernel_starts_on_a_window_full_of_nan(offset):
+    """SAFETY.md's claim: the window the check reads holds NaN when the kernel starts,
+    after torch's ``output.zero_()`` (2.11 select_algorithm.py:3724, 2.13 :4846)."""
+    with lowering(offset=offset) as (a, b, layout), iso.override(verify=True):
+        template = Template("t", [a, b], layout)
+        select("mm", [extern(a, b, layout), template], a, b, layout)
+    assert template.window_at_start is not None
+    assert bool(template.window_at_start.isnan().all())
+    assert "benchmark" not in vars(template)  # the shim is gone after the call
+    assert _event()["checks"]["t"]["passed"] is True
 
 
 # --- 6. the on-disk autotune cache ---------------------------------------------------------
@@ -422,11 +469,17 @@ def test_fault_injection_through_the_real_selector(verify):
         assert event["winner"] == "t_fast" and event["rejected"] == {}
 
 
+@needs_subgraph
 def test_benchmarked_as_extern_follows_torch_on_each_layout(monkeypatch):
-    with lowering() as (a, b, layout):
+    with lowering(cpp=True) as (a, b, layout):
+        a, b = boxed(a, b)
         ext, tmpl = extern(a, b, layout), Template("t", [a, b], layout)
+        sub = subgraph_choice("decompose_k_like", [a, b], layout)
         assert compat.benchmarked_as_extern(ext) and not compat.benchmarked_as_extern(tmpl)
+        assert compat.benchmarked_as_extern(sub)  # torch hands it the extern tensors
         assert compat.is_reference(ext) and not compat.is_reference(tmpl)
+        assert not compat.is_reference(sub)  # ...but it is checked like a template
         if "_is_extern" in vars(AlgorithmSelectorCache):
-            monkeypatch.delattr(AlgorithmSelectorCache, "_is_extern")
+            monkeypatch.delattr(AlgorithmSelectorCache, "_is_extern")  # the 2.9 layout
         assert compat.benchmarked_as_extern(ext) and not compat.benchmarked_as_extern(tmpl)
+        assert compat.benchmarked_as_extern(sub)  # the fallback branch exists for it

@@ -105,32 +105,108 @@ def test_exception_inside_still_leaves(fake_green):
     assert fake_green.log[-1] == "pop"
 
 
-def test_green_context_stream_path_where_it_exists(fake_green, monkeypatch):
-    """torch 2.11 and 2.13 have GreenContext.Stream(): no set_context/pop_context."""
+class _FakeEvent:
+    """``torch.Event``/``torch.cuda.Event``: ``query()`` is True once the GPU got there."""
+
+    def __init__(self, stream):
+        self.stream, self.reached = stream, False
+
+    def query(self):
+        return self.reached
+
+
+class _FakeStream:
+    """What ``GreenContext.Stream()`` returns (2.11: ``torch.Stream``; 2.13:
+    ``torch.cuda.Stream``) and ``torch.cuda.current_stream()``: ``wait_stream`` and
+    ``record_event`` as torch defines them."""
+
+    def __init__(self, name):
+        self.name, self.events = name, []
+
+    def wait_stream(self, other):
+        _FakeGreen.log.append(f"{self.name} waits for {other.name}")
+
+    def record_event(self, event=None):
+        event = event or _FakeEvent(self)
+        self.events.append(event)
+        _FakeGreen.log.append(f"event on {self.name}")
+        return event
+
+    def __repr__(self):
+        return self.name
+
+
+class _WithStream(_FakeGreen):
+    """torch 2.11 / 2.13 ``GreenContext`` (``create``, ``set_context``, ``pop_context``,
+    ``Stream``); 2.13's ``create`` is keyword-only, as called."""
+
+    @staticmethod
+    def create(*, num_sms=None, device_id=None, **kw):
+        _FakeGreen.log.append(f"create {num_sms} on {device_id}")
+        return _WithStream()
+
+    def Stream(self):  # noqa: N802 - torch's name
+        _FakeGreen.log.append("stream")
+        self.stream = _FakeStream("green")
+        return self.stream
+
+
+@pytest.fixture
+def stream_green(fake_green, monkeypatch):
     import contextlib
 
-    class WithStream(_FakeGreen):
-        @staticmethod
-        def create(num_sms=None, device_id=None, **kw):
-            _FakeGreen.log.append(f"create {num_sms} on {device_id}")
-            return WithStream()
-
-        def Stream(self):  # noqa: N802 - torch's name
-            _FakeGreen.log.append("stream")
-            return "green-stream"
+    caller = _FakeStream("caller")
 
     @contextlib.contextmanager
-    def stream(value):
+    def stream(value):  # torch.cuda.stream: sets, then restores, the current stream
         _FakeGreen.log.append(f"enter {value}")
         yield
         _FakeGreen.log.append("exit")
 
-    module = types.SimpleNamespace(GreenContext=WithStream, SUPPORTED=True)
+    module = types.SimpleNamespace(GreenContext=_WithStream, SUPPORTED=True)
     monkeypatch.setattr(limit, "_green_contexts", lambda: module)
     monkeypatch.setattr(torch.cuda, "stream", stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: caller)
+    monkeypatch.setattr(limit, "_retired", [], raising=False)
+    return caller
+
+
+def test_green_context_stream_path_where_it_exists(stream_green):
+    """torch 2.11 and 2.13 have GreenContext.Stream(): no set_context/pop_context. The
+    green stream waits for the caller's work; on exit the caller's stream waits for the
+    green stream's (torch's StreamContext.__exit__ only restores the stream)."""
+    with iso.limit_sms(46):
+        _FakeGreen.log.append("work")
+    assert _FakeGreen.log == ["create 46 on 0", "stream", "green waits for caller",
+                              "enter green", "work", "exit", "caller waits for green",
+                              "event on green"]
+
+
+def test_green_context_outlives_the_block_until_its_work_is_done(stream_green):
+    import gc
+    import weakref
+
+    limited = iso.limit_sms(46)
+    with limited:
+        pass
+    context = weakref.ref(limited._ctx)
+    (done,) = limited._ctx.stream.events
+    del limited
+    gc.collect()
+    assert context() is not None  # work still queued: the context is kept
+    with iso.limit_sms(46):  # a later block lets go of nothing unfinished
+        assert context() is not None
+    done.reached = True
     with iso.limit_sms(46):
         pass
-    assert fake_green.log == ["create 46 on 0", "stream", "enter green-stream", "exit"]
+    gc.collect()
+    assert context() is None  # finished: released
+
+
+def test_exception_inside_still_joins_the_streams(stream_green):
+    with pytest.raises(KeyError), iso.limit_sms(46):
+        raise KeyError("inside")
+    assert _FakeGreen.log[-3:] == ["exit", "caller waits for green", "event on green"]
 
 
 def test_total_sms_are_the_real_ones_under_simulate_sms(fake_green):
@@ -141,6 +217,7 @@ def test_total_sms_are_the_real_ones_under_simulate_sms(fake_green):
 @pytest.mark.gpu
 def test_autotune_timings_inside_are_the_restricted_ones():
     """A 4096^3 fp16 GEMM, and the autotuner's own extern timing, are slower on 32 SMs."""
+    import statistics
     import time
 
     import torch._inductor.config as config
@@ -157,19 +234,46 @@ def test_autotune_timings_inside_are_the_restricted_ones():
         return (time.perf_counter() - start) / 20 * 1e3
 
     def autotuned_extern_ms() -> float:
+        # max_choices=1: the extern and one template are benchmarked (max_choices=0 would
+        # leave a sole ATen choice that Inductor takes without timing it)
         torch._dynamo.reset()
         iso.clear_decisions()
         with config.patch(fx_graph_cache=False, autotune_local_cache=False), \
-                iso.override(max_choices=0):
+                iso.override(max_choices=1):
             torch.compile(lambda x, y: x @ y, mode="max-autotune-no-cudagraphs")(a, b)
         (event,) = iso.decisions()
-        return min(v for v in event["timings"].values() if v is not None)
+        (extern,) = event["externs"]
+        assert event["timings"][extern] is not None, event
+        return event["timings"][extern]
 
     gemm_ms()
     full, full_tuned = gemm_ms(), autotuned_extern_ms()
+    caller = torch.cuda.current_stream()
     with iso.limit_sms(32) as limited:
+        assert torch.cuda.current_stream() != caller  # the green context's stream
         restricted, restricted_tuned = gemm_ms(), autotuned_extern_ms()
     assert limited.sms == 32
+    assert torch.cuda.current_stream() == caller  # restored
     assert restricted > 1.5 * full
     assert restricted_tuned > 1.5 * full_tuned
-    assert gemm_ms() < 1.2 * full  # restored
+    # restored: nearer the full GPU's time than the restricted one (median of 5)
+    assert statistics.median(gemm_ms() for _ in range(5)) < (full + restricted) / 2
+
+
+@pytest.mark.gpu
+def test_result_read_after_the_block_is_complete():
+    """Work queued on the green stream is finished before the caller's stream reads its
+    result, also when the limit_sms object is dropped with that work still queued."""
+    import gc
+
+    y = torch.zeros(1 << 22, device="cuda")
+    torch.cuda.synchronize()
+    limited = iso.limit_sms(8)
+    with limited:
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time on the green stream, then
+        y.fill_(1.0)  # the write the caller will read
+    del limited
+    gc.collect()  # the green context must survive until its work is done
+    seen = y.clone()  # on the caller's stream, right away
+    torch.cuda.synchronize()
+    assert bool(seen.eq(1.0).all())

@@ -98,7 +98,7 @@ def test_other_thread_stays_plain(fake_gpu):
     entered, checked = threading.Event(), threading.Event()
 
     def other():
-        entered.wait(5)
+        seen["entered"] = entered.wait(60)  # False: the block was not seen in time
         seen["other"] = utils.is_big_gpu(0)
         seen["status"] = iso.status()["active"]
         checked.set()
@@ -107,10 +107,11 @@ def test_other_thread_stays_plain(fake_gpu):
     thread.start()
     with iso.override():
         entered.set()
-        checked.wait(5)
+        seen["checked"] = checked.wait(60)  # the other thread looked while the block was on
         seen["main"] = utils.is_big_gpu(0)
     thread.join()
-    assert seen == {"other": False, "status": None, "main": True}
+    assert seen == {"entered": True, "checked": True, "other": False, "status": None,
+                    "main": True}
 
 
 def test_other_asyncio_task_stays_plain(fake_gpu):

@@ -63,9 +63,17 @@ def test_doctor_json_with_a_faked_46_sm_gpu():
     assert "max_autotune_gemm_search_space" in info["inductor_config"]
 
 
-def test_doctor_without_a_gpu():
+def test_doctor_lists_the_gpus_it_sees():
+    import torch
+
     out = _run([*CLI, "doctor"])
-    assert out.returncode == 0 and "GPUs: none visible" in out.stdout
+    assert out.returncode == 0
+    if not torch.cuda.is_available():
+        assert "GPUs: none visible" in out.stdout
+        return
+    assert "GPUs: none visible" not in out.stdout  # a GPU host: each GPU is named
+    for index in range(torch.cuda.device_count()):
+        assert torch.cuda.get_device_properties(index).name in out.stdout
 
 
 @pytest.fixture(scope="module")
