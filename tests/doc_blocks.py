@@ -104,10 +104,11 @@ def _hf_config(ns: dict[str, Any]) -> Any:
 
 
 def _ids(ns: dict[str, Any]) -> Any:
+    """Token ids for the HF examples, on the CPU like the model they build there."""
     import torch
 
     torch.manual_seed(0)
-    return torch.randint(0, 64, (1, 8), device=_device(ns))
+    return torch.randint(0, 64, (1, 8))
 
 
 PLACEHOLDERS: dict[str, Callable[[dict[str, Any]], Any]] = {
