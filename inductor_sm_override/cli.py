@@ -99,7 +99,7 @@ def _cmd_hook(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .demo import CAP, WORKLOADS, run_demo
+    from .demo import CAP, WORKLOADS, DemoError, run_demo
     from .demo_verdict import format_comparison, verdict
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,7 +116,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("  on a CPU Inductor offers its C++ GEMM template only for frozen weights: the "
               "demo sets torch._inductor.config.freezing = True and torch.no_grad() for its "
               "own compiles (about 1-2 minutes on 2 cores)")
-    result = run_demo(device, args.out, progress=lambda line: print(f"  {line}", flush=True))
+    try:
+        result = run_demo(device, args.out,
+                          progress=lambda line: print(f"  {line}", flush=True))
+    except DemoError as exc:
+        print(f"inductor-sm-override demo: {exc}", file=sys.stderr)
+        return 1
     print()
     print(format_comparison(result))
     print()

@@ -36,6 +36,23 @@ ROUNDS = 5  # interleaved timing rounds (their spread is the noise)
 _ids = itertools.count()
 
 
+class DemoError(RuntimeError):
+    """The demo cannot run on this machine (torch itself fails to compile); one line."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's type and first line (dynamo wraps Inductor's errors)."""
+    seen = {id(exc)}
+    while True:
+        inner = getattr(exc, "inner_exception", None) or exc.__cause__
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        exc = inner
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """The demo model's size and dtype on one device."""
@@ -70,6 +87,11 @@ class ModeResult:
     decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     report: str | None = None
     recompiled: bool = False  # dynamo compiled again while timed (timings then mean less)
+    error: str = ""  # the compile failed: the exception's first line
+
+    @property
+    def compiled(self) -> bool:
+        return not self.error
 
     @property
     def autotuned(self) -> int:
@@ -263,14 +285,28 @@ def run_demo(device: str = "cpu", out_dir: str | Path | None = "runs",
         eager = model(x)
         reference = copy.deepcopy(model).double()(x.double())
     eager_err = outputs.compare_trees(eager, reference).max_abs
-    say(f"warm-up compile of a tiny Linear (not counted): {_warm_up(workload):.1f} s")
+    try:
+        say(f"warm-up compile of a tiny Linear (not counted): {_warm_up(workload):.1f} s")
+    except Exception as exc:
+        raise DemoError(f"torch {torch.__version__} cannot compile even a tiny Linear with "
+                        f"max-autotune on {device} here, without the override: "
+                        f"{_first_line(exc)} (a torch problem: see docs/versions.md, "
+                        "'Known torch problems')") from exc
     gates: list[dict[str, Any]] = []
     _gate_listeners.append(gates.append)
     results: list[ModeResult] = []
     compiled: dict[str, Any] = {}
     try:
         for name, settings in (modes if modes is not None else MODES).items():
-            result, fn, out = _compile_mode(name, settings, model, x, workload, out_path)
+            started = time.perf_counter()
+            try:
+                result, fn, out = _compile_mode(name, settings, model, x, workload, out_path)
+            except Exception as exc:  # torch's own failure: say it, go on with the others
+                result = ModeResult(name, settings, round(time.perf_counter() - started, 2),
+                                    error=_first_line(exc), reason="the compile failed")
+                results.append(result)
+                say(f"{name}: compile FAILED after {result.compile_s:.1f} s: {result.error}")
+                continue
             check = outputs.compare_trees(out, reference, eager=eager, eager_factor=4.0)
             result.max_abs, result.passed, result.reason = check.max_abs, check.passed, \
                 check.reason
@@ -279,16 +315,18 @@ def run_demo(device: str = "cpu", out_dir: str | Path | None = "runs",
             say(f"{name}: compiled in {result.compile_s:.1f} s")
     finally:
         _gate_listeners.remove(gates.append)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    before = _graphs()
-    with _compile_context(workload):
-        timings = _time_modes({n: (lambda f=f: f(x)) for n, f in compiled.items()}, workload,
-                              sync)
-    recompiled = _graphs() != before
-    for result in results:
-        result.run_ms, result.spread = timings[result.mode]
-        result.recompiled = recompiled
-    say(f"timed: {ROUNDS} interleaved rounds of {workload.calls} calls per mode")
+    if compiled:
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        before = _graphs()
+        with _compile_context(workload):
+            timings = _time_modes({n: (lambda f=f: f(x)) for n, f in compiled.items()},
+                                  workload, sync)
+        recompiled = _graphs() != before
+        for result in results:
+            if result.compiled:
+                result.run_ms, result.spread = timings[result.mode]
+                result.recompiled = recompiled
+        say(f"timed: {ROUNDS} interleaved rounds of {workload.calls} calls per mode")
     machine, sms = _machine(device)
     return DemoResult(workload, machine, sms, torch.__version__, eager_err,
                       gates[-1] if gates else None, results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from .demo import CAP, DemoResult, ModeResult
@@ -20,11 +21,12 @@ def format_comparison(result: DemoResult) -> str:
               "templates run", "template wins", "rejected", "capped"]
     rows = []
     for m in result.modes:
-        tuned = m.settings is not None
+        tuned = m.settings is not None and m.compiled
         rows.append([
-            m.mode, f"{m.compile_s:.1f}", f"{m.run_ms:.4f}", _err(m.max_abs),
-            "ok" if m.passed else "WRONG",
-            str(m.autotuned) if tuned else "(torch)", str(m.templates_run) if tuned else "-",
+            m.mode, f"{m.compile_s:.1f}", f"{m.run_ms:.4f}" if m.compiled else "-",
+            _err(m.max_abs), "ok" if m.passed else "WRONG" if m.compiled else "FAILED",
+            str(m.autotuned) if tuned else "(torch)" if m.compiled else "-",
+            str(m.templates_run) if tuned else "-",
             str(m.template_wins) if tuned else "-", str(len([r for d in m.decisions
                                                             for r in d.get("rejected") or {}]))
             if tuned else "-", str(m.count("capped")) if tuned else "-"])
@@ -54,6 +56,16 @@ def verdict(result: DemoResult) -> list[str]:
     forced = [m for m in result.modes if m.settings is not None]
     cpu = result.workload.device == "cpu"
     lines = []
+    failed = [m for m in result.modes if not m.compiled]
+    if failed:
+        lines.append("compile FAILED in " + "; ".join(f"{m.mode} ({m.error})" for m in failed)
+                     + (": plain torch failed too, so this is torch's problem on this machine, "
+                        "not the override's (docs/versions.md, 'Known torch problems')"
+                        if not plain.compiled else ""))
+        result = dataclasses.replace(result, modes=[m for m in result.modes if m.compiled])
+        forced = [m for m in result.modes if m.settings is not None]
+        if not plain.compiled or not forced:
+            return lines
     wrong = [m for m in result.modes if not m.passed]
     if wrong:
         lines.append("correctness: WRONG in " + "; ".join(f"{m.mode} ({m.reason})"

@@ -91,6 +91,37 @@ def test_a_wrong_mode_is_the_first_thing_said_and_fails_the_command(monkeypatch,
     assert "- correctness: WRONG in override" in out and "verdict (machine" in out
 
 
+def test_a_failed_compile_is_reported_and_blamed_right(monkeypatch, capsys, tmp_path):
+    both = _result("cpu")
+    for mode in both.modes[:2]:  # plain and override
+        mode.error, mode.passed = "CppCompileError: C++ compile error", False
+    lines = verdict(both)
+    assert lines == ["compile FAILED in plain (CppCompileError: C++ compile error); override "
+                     "(CppCompileError: C++ compile error): plain torch failed too, so this "
+                     "is torch's problem on this machine, not the override's "
+                     "(docs/versions.md, 'Known torch problems')"]
+    assert "FAILED" in format_comparison(both).splitlines()[1]
+    ours = _result("cuda", sms=46, gate={"torch_answer": False})
+    ours.modes[1].error, ours.modes[1].passed = "RuntimeError: boom", False
+    text = "\n".join(verdict(ours))
+    assert text.startswith("compile FAILED in override (RuntimeError: boom)\n")
+    assert "torch's problem" not in text and "capped" in text  # the others still compared
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: both)
+    assert cli.main(["demo", "--device", "cpu", "--out", str(tmp_path)]) == 1
+
+
+def test_torch_that_cannot_compile_at_all_is_one_line(monkeypatch, capsys, tmp_path):
+    def broken(workload):
+        raise RuntimeError("C++ compile error\n<thousands of lines of g++ output>")
+
+    monkeypatch.setattr(demo, "_warm_up", broken)
+    code = cli.main(["demo", "--device", "cpu", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "cannot compile even a tiny Linear with max-autotune on cpu here, without the " \
+        "override: RuntimeError: C++ compile error (a torch problem" in err[0]
+
+
 def test_comparison_table_has_a_row_per_mode_and_eager():
     table = format_comparison(_result("cpu")).splitlines()
     assert table[0].split()[:4] == ["mode", "compile", "s", "run"]
@@ -175,3 +206,13 @@ def test_make_demo_on_a_gpu_runs_the_gpu_variant(tmp_path):
             and ln.split()[0] in ("plain", "override", "capped")}
     assert int(rows["override"][6]) > 0  # Triton templates were run under the override
     assert all(rows[m][4] == "ok" for m in rows)
+
+
+def test_a_failed_compile_is_named_by_its_innermost_cause():
+    class BackendCompilerFailed(Exception):  # dynamo's wrapper: the cause in inner_exception
+        def __init__(self, inner):
+            super().__init__("backend='inductor' raised:\nCppCompileError: ...")
+            self.inner_exception = inner
+
+    inner = RuntimeError("C++ compile error\nCommand: g++ ...")
+    assert demo._first_line(BackendCompilerFailed(inner)) == "RuntimeError: C++ compile error"
