@@ -40,17 +40,21 @@ class DemoError(RuntimeError):
     """The demo cannot run on this machine (torch itself fails to compile); one line."""
 
 
+MAX_ERROR_CHARS = 160
+
+
 def _first_line(exc: BaseException) -> str:
-    """The innermost cause's type and first line (dynamo wraps Inductor's errors)."""
-    seen = {id(exc)}
-    while True:
-        inner = getattr(exc, "inner_exception", None) or exc.__cause__
-        if inner is None or id(inner) in seen:
-            break
-        seen.add(id(inner))
-        exc = inner
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    """Type and first line of the innermost cause that says it briefly (dynamo wraps
+    Inductor's errors; the innermost may be a subprocess error quoting a whole command)."""
+    chain, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip().splitlines()
+        chain.append(f"{type(current).__name__}: {text[0] if text else ''}".rstrip(": "))
+        current = getattr(current, "inner_exception", None) or current.__cause__
+    brief = [line for line in chain if len(line) <= MAX_ERROR_CHARS]
+    return brief[-1] if brief else chain[0][:MAX_ERROR_CHARS] + "..."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -209,10 +209,17 @@ def test_make_demo_on_a_gpu_runs_the_gpu_variant(tmp_path):
 
 
 def test_a_failed_compile_is_named_by_its_innermost_cause():
-    class BackendCompilerFailed(Exception):  # dynamo's wrapper: the cause in inner_exception
+    class BackendCompilerFailed(Exception):  # noqa: N818 - dynamo's name; cause in inner_exception
         def __init__(self, inner):
             super().__init__("backend='inductor' raised:\nCppCompileError: ...")
             self.inner_exception = inner
 
     inner = RuntimeError("C++ compile error\nCommand: g++ ...")
     assert demo._first_line(BackendCompilerFailed(inner)) == "RuntimeError: C++ compile error"
+    try:  # the innermost quotes a whole command line: the brief one above it is named
+        raise inner from OSError("Command '['g++', " + "'-O3', " * 100 + "]' failed")
+    except RuntimeError as exc:
+        assert demo._first_line(BackendCompilerFailed(exc)) == \
+            "RuntimeError: C++ compile error"
+    huge = ValueError("x" * 500)
+    assert demo._first_line(huge) == "ValueError: " + "x" * 148 + "..."
