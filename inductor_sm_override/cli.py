@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "three ways (plain torch, iso.override(), iso.override(max_choices="
                           "8)), each in a fresh Inductor cache; compare compile time, run time "
                           "and error against float64, and say what it means on this machine. "
-                          "Exit status 1 if a mode computed a wrong result.")
+                          "Exit status 1 if a mode failed to compile or computed a wrong "
+                          "result.")
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None,
                       help="default: cuda when a GPU is visible, else cpu")
     demo.add_argument("--out", default="runs", help="folder for the reports (default: runs)")
