@@ -3,11 +3,11 @@
     PYTHONPATH=$PWD python3 benchmarks/gpu_check.py [--out DIR] [--limit-s 360]
         [--plan] [--dry-run] [--steps pytest,emulation,autotune,training]
 
-(``make gpu-check`` runs the same; the GPU machines may have no make.) The parts live in
+(``make gpu-check`` runs the same; a GPU host may have no make.) The parts live in
 ``benchmarks/gpu_check_lib/``: one module per step, the run (its clock and the one timed-part
 helper every unit goes through), the cases and sizes, the measurements, the report.
 
-Runs from the source tree (no venv, no pip) with what the GPU machines have (python3,
+Runs from the source tree (no venv, no pip) with what a bare GPU host has (python3,
 torch, triton, pytest, matplotlib). Steps, in order of value, each saved as soon as it
 finishes (and step 2 after every case):
 

@@ -6,8 +6,9 @@ import math
 import threading
 
 # Before anything was measured in a block, assume a choice costs this much (precompile +
-# benchmark). Measured: Triton GEMM templates on an H100 ~0.05-1 s each (DESIGN.md); the
-# CPU C++ template ~0.13 s each with MKL (benchmarks/results/compile_budget-cpu-*).
+# benchmark). Measured: a forced Triton GEMM's whole autotune (all its configs) took 0.8-22 s
+# on an H100 (benchmarks/results/h100-torch2.11-notes-2026-11.md); the CPU C++ template
+# ~0.13 s each with MKL (benchmarks/results/compile_budget-cpu-*).
 PRIOR_S_PER_CHOICE = 0.5
 FIRST_OP_SHARE = 0.5  # before any measurement an op may plan at most this share (or one
 # template + the extern at the prior cost, whichever is more)

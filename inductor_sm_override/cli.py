@@ -6,8 +6,29 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+
+def _setting(field: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` that checks a value like ``Settings`` does, so a bad value is
+    refused by argparse naming the flag (``argument --max-choices: -2 is not accepted: ...``)
+    instead of the Python argument name."""
+
+    def parse(raw: str) -> Any:
+        from .errors import SettingsError
+        from .settings import accepted, validate_field
+
+        expected = accepted(field).removesuffix(" or None")
+        try:
+            return validate_field(field, convert(raw))
+        except (SettingsError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{raw!r} is not accepted: expected {expected}") from None
+
+    parse.__name__ = field  # argparse names the type in some messages
+    return parse
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -76,38 +97,40 @@ def _cmd_hook(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-    from .report import format_table, read_events, summarize
+    import torch
 
-    devices = [args.device] if args.device else ["cpu"]
-    if not args.device:
-        import torch
+    from .demo import CAP, WORKLOADS, DemoError, run_demo
+    from .demo_verdict import format_comparison, verdict
 
-        if torch.cuda.is_available():
-            devices.append("cuda")
-    runs = [(d, None) for d in devices] + [("cuda", 46)] * ("cuda" in devices)
-    for device, simulate in runs:
-        label = f"{device}" + (f", simulating {simulate} SMs" if simulate else "")
-        report = str(Path(args.out) / f"demo-{device}{'-sim' + str(simulate) if simulate else ''}"
-                     ".jsonl")
-        if Path(report).exists():
-            Path(report).unlink()
-        result = run_demo(device, report=report, simulate_sms=simulate)
-        print(f"demo on {label}: compiled in {result['compile_s']} s, "
-              f"max |compiled - eager| = {result['max_abs_err']:.3g}, report {report}")
-        if device == "cpu":
-            print("  note: on CPU the kernels of this tiny model run in microseconds on shared "
-                  "cores; their timings (and speed-ups) are noise, not a measurement")
-        gate = result["gate"]
-        if gate:
-            print(f"  gate: {gate['device']} has {gate['sms']} SMs; torch says "
-                  f"{'templates' if gate['torch_answer'] else 'gated'}, with the override "
-                  f"{'templates' if gate['answer'] else 'gated'}")
-        else:
-            print("  gate: not consulted (CPU: Inductor's C++ GEMM template is not gated)")
-        events, _errors = read_events(report)
-        print("  " + format_table(summarize(events)).replace("\n", "\n  "))
-    return 0
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("inductor-sm-override demo: --device cuda: no CUDA GPU is visible", file=sys.stderr)
+        return 2
+    w = WORKLOADS[device]
+    print(f"demo: an MLP ({w.features} -> {w.hidden} -> {w.features}, {w.dtype}, batch "
+          f"{w.batch}) on {device}, compiled three ways with "
+          'mode="max-autotune-no-cudagraphs", each in a fresh Inductor cache:')
+    print(f"  plain = torch alone; override = iso.override(); capped = "
+          f"iso.override(max_choices={CAP})")
+    if device == "cpu":
+        print("  on a CPU Inductor offers its C++ GEMM template only for frozen weights: the "
+              "demo sets torch._inductor.config.freezing = True and torch.no_grad() for its "
+              "own compiles (about 1-2 minutes on 2 cores)")
+    try:
+        result = run_demo(device, args.out,
+                          progress=lambda line: print(f"  {line}", flush=True))
+    except DemoError as exc:
+        print(f"inductor-sm-override demo: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(format_comparison(result))
+    print()
+    print(f"verdict ({result.machine}, torch {result.torch_version}):")
+    for line in verdict(result):
+        print(f"- {line}")
+    for report in (m.report for m in result.modes if m.report):
+        print(f"each GEMM's decision: inductor-sm-override report {report}")
+    return 0 if all(m.passed for m in result.modes) else 1
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -118,25 +141,41 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_LINE_ERRORS = 5  # malformed lines named one by one; the rest are counted
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import format_table, plot, read_events, summarize
 
+    def fail(message: str) -> int:
+        print(f"inductor-sm-override report: {message}", file=sys.stderr)
+        return 2
+
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        return fail(f"cannot write the plot {args.plot}: "
+                    f"{Path(args.plot).resolve().parent} is not an existing folder")
     try:
         events, errors = read_events(args.log)
     except OSError as exc:
-        print(f"inductor-sm-override report: cannot read {args.log}: {exc}", file=sys.stderr)
-        return 2
-    for error in errors:
+        return fail(f"cannot read {args.log}: {exc.strerror or exc}")
+    if errors and not events:  # nothing in it is a report line: one line, not one per line
+        first = errors[0].removesuffix("; line skipped")
+        return fail(f"{args.log} is not a JSONL report: no line is an event "
+                    f"(first problem: {first})")
+    for error in errors[:MAX_LINE_ERRORS]:
         print(f"inductor-sm-override report: {error}", file=sys.stderr)
+    if len(errors) > MAX_LINE_ERRORS:
+        print(f"inductor-sm-override report: ... and {len(errors) - MAX_LINE_ERRORS} more "
+              "malformed lines skipped", file=sys.stderr)
     summary = summarize(events)
     print(json.dumps(summary, indent=2, default=str) if args.json else format_table(summary))
     if args.plot:
         try:
             plot(events, args.plot)
         except ImportError:
-            print("inductor-sm-override report: --plot needs matplotlib: "
-                  "pip install 'inductor-sm-override[plot]'", file=sys.stderr)
-            return 2
+            return fail("--plot needs matplotlib: pip install 'inductor-sm-override[plot]'")
+        except OSError as exc:
+            return fail(f"cannot write the plot {args.plot}: {exc.strerror or exc}")
         print(f"plot: {args.plot}", file=sys.stderr)
     return 1 if errors else 0
 
@@ -155,28 +194,28 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "then exec CMD (its exit status and signals are passed through). "
         "Example: inductor-sm-override run --min-sms 40 -- torchrun train.py",
     )
-    run.add_argument("--min-sms", type=int, metavar="N",
+    run.add_argument("--min-sms", type=_setting("min_sms", int), metavar="N",
                      help="SM threshold: a GPU with at least N streaming multiprocessors "
                      "counts as big enough for Triton GEMM templates (default: 0, any GPU)")
-    run.add_argument("--max-choices", type=int, metavar="N",
+    run.add_argument("--max-choices", type=_setting("max_choices", int), metavar="N",
                      help="benchmark at most N template choices per GEMM, best-ranked first; "
                      "the ATen fallback is always kept on top (default: no cap)")
-    run.add_argument("--budget-s", type=float, metavar="SECONDS",
+    run.add_argument("--budget-s", type=_setting("budget_s", float), metavar="SECONDS",
                      help="wall-clock autotuning budget in seconds for the whole process; "
                      "once spent, further GEMMs keep only the fallback (default: no budget)")
     run.add_argument("--no-verify", action="store_true",
                      help="do not check each template choice's output against a reference "
                      "before its timing counts (default: verify)")
-    run.add_argument("--rtol", type=float, metavar="X",
+    run.add_argument("--rtol", type=_setting("rtol", float), metavar="X",
                      help="relative tolerance of the checks (default: per dtype, see "
                      "SAFETY.md; e.g. 1e-2 for float32)")
-    run.add_argument("--atol", type=float, metavar="X",
+    run.add_argument("--atol", type=_setting("atol", float), metavar="X",
                      help="absolute tolerance of the checks (default: per dtype, relative "
                      "to the reference's RMS, see SAFETY.md)")
     run.add_argument("--report", metavar="PATH",
                      help="append JSONL decision events to PATH; {rank} and {pid} are "
                      "replaced (default: no report)")
-    run.add_argument("--simulate-sms", type=int, metavar="N",
+    run.add_argument("--simulate-sms", type=_setting("simulate_sms", int), metavar="N",
                      help="make Inductor believe the GPU has N SMs (research: what would a "
                      "smaller part pick?) (default: the real count)")
     run.add_argument("--search-space", choices=["DEFAULT", "EXHAUSTIVE"],
@@ -197,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inductor-sm-override",
         description="Triton GEMM templates for torch.compile max-autotune on mid-size GPUs.",
     )
-    sub = parser.add_subparsers(dest="name", required=True)
+    sub = parser.add_subparsers(dest="name", metavar="COMMAND", title="commands")
     _add_run(sub)
     hook = sub.add_parser(
         "hook", help="the environment-variable start-up hook (.pth)",
@@ -212,12 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: this interpreter's site-packages)")
     hook.add_argument("--json", action="store_true", help="status as JSON")
     hook.set_defaults(func=_cmd_hook)
-    demo = sub.add_parser("demo", help="compile a small real model under the override",
+    demo = sub.add_parser("demo", help="compile one model plain, with the override and capped, "
+                          "and compare",
                           description="Compile a small MLP with mode=max-autotune-no-cudagraphs "
-                          "inside iso.override(verify=True, report=...), then show the report. "
-                          "On a GPU also a run with simulate_sms=46.")
+                          "three ways (plain torch, iso.override(), iso.override(max_choices="
+                          "8)), each in a fresh Inductor cache; compare compile time, run time "
+                          "and error against float64, and say what it means on this machine. "
+                          "Exit status 1 if a mode failed to compile or computed a wrong "
+                          "result.")
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                      help="default: cpu, plus cuda when a GPU is present")
+                      help="default: cuda when a GPU is visible, else cpu")
     demo.add_argument("--out", default="runs", help="folder for the reports (default: runs)")
     demo.set_defaults(func=_cmd_demo)
     doctor = sub.add_parser("doctor", help="versions, support, GPUs and what the gate says",
@@ -225,16 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "every GPU with its SMs and the gate's answer (torch's, with the "
                             "override, and at --min-sms), the binding sites, the start-up "
                             "hook, the INDUCTOR_SM_OVERRIDE* variables, and Inductor config.")
-    doctor.add_argument("--json", action="store_true")
-    doctor.add_argument("--min-sms", type=int, default=None)
+    doctor.add_argument("--json", action="store_true",
+                        help="everything as one JSON object (for scripts and bug reports)")
+    doctor.add_argument("--min-sms", type=_setting("min_sms", int), default=None, metavar="N",
+                        help="also show the gate's answer for each GPU with min_sms=N, i.e. "
+                        "what iso.override(min_sms=N) would decide (N >= 0)")
     doctor.set_defaults(func=_cmd_doctor)
     report = sub.add_parser("report", help="summarize a JSONL decision log",
                             description="A table per autotuned op (winner, best template vs "
                             "extern time and speed-up, choices run/capped/rejected, seconds) "
                             "and totals. Malformed lines are reported with their line number "
                             "and skipped (exit status 1).")
-    report.add_argument("log")
-    report.add_argument("--json", action="store_true")
+    report.add_argument("log", metavar="LOG",
+                        help="a JSONL report written by report=... or "
+                        "INDUCTOR_SM_OVERRIDE_REPORT")
+    report.add_argument("--json", action="store_true",
+                        help="per-op summaries and totals as JSON instead of the table")
     report.add_argument("--plot", metavar="OUT.png", help="timings per op (needs matplotlib)")
     report.set_defaults(func=_cmd_report)
     stat = sub.add_parser("status", help="print iso.status() as JSON")
@@ -243,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.name is None:  # the bare command: show what it can do
+        parser.print_help(sys.stderr)
+        return 2
     return int(args.func(args) or 0)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 CONFIG_KEYS = ("max_autotune", "max_autotune_gemm", "max_autotune_gemm_backends",
                "max_autotune_gemm_search_space", "autotune_in_subproc", "autotune_local_cache",
-               "fx_graph_cache", "benchmark_epilogue_fusion")
+               "fx_graph_cache", "benchmark_epilogue_fusion", "freezing")
 
 
 def _gate_answers(index: int, min_sms: int | None) -> dict[str, Any]:
@@ -74,12 +74,27 @@ def collect(min_sms: int | None = None) -> dict[str, Any]:
         finally:
             quiet.setLevel(level)
     info["gpus"] = gpus
+    info["cpu_templates"] = cpu_templates(bool(getattr(config, "freezing", False)))
     info["hook"] = hook_status(os.environ)
     info["inductor_config"] = {k: getattr(config, k, None) for k in CONFIG_KEYS}
     from .frameworks import detect
 
     info["frameworks"] = detect(os.environ)
     return info
+
+
+def cpu_templates(freezing: bool) -> dict[str, Any]:
+    """Whether Inductor would offer its C++ GEMM template on the CPU, and what to change."""
+    if freezing:
+        advice = ("freezing is on: Linear layers compiled under torch.no_grad() can get "
+                  "Inductor's C++ template beside ATen/MKL (the override verifies it; the SM "
+                  "gate does not apply to CPUs)")
+    else:
+        advice = ("freezing is off: Inductor offers no C++ GEMM template, so every CPU GEMM has "
+                  "the single ATen choice (nothing to autotune or verify); set "
+                  "torch._inductor.config.freezing = True (or TORCHINDUCTOR_FREEZING=1) and "
+                  "compile under torch.no_grad() to autotune on the CPU")
+    return {"freezing": freezing, "offered": freezing, "advice": advice}
 
 
 def format_text(info: dict[str, Any]) -> str:
@@ -104,6 +119,7 @@ def format_text(info: dict[str, Any]) -> str:
                      f"{gpu['capability'].replace('.', '')} -> {said or 'unknown'}")
         if gpu.get("note"):
             lines.append(f"  warning: {gpu['note']}")
+    lines.append(f"CPU GEMM templates: {info['cpu_templates']['advice']}")
     hook = info["hook"]
     lines.append(f"start-up hook: {', '.join(hook['pth_files']) or 'not installed'}")
     if hook["variables"]:

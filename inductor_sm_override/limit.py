@@ -1,7 +1,7 @@
 """``iso.limit_sms(n)``: run this thread's GPU work on about n SMs of a big GPU.
 
-Built on CUDA green contexts (torch >= 2.10). What was measured on an H100 (DESIGN.md)
-shapes the design:
+Built on CUDA green contexts (torch >= 2.10). What was measured on an H100
+(benchmarks/results/h100-torch2.11-notes-2026-11.md) shapes the design:
 
 - a green context restricts only work launched from the thread that entered it, so inside
   the block Inductor's autotuning is kept in this thread (no subprocess, no pipelined
@@ -124,7 +124,7 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
         torch.cuda.synchronize(index)
         try:
             self._ctx.pop_context()
-        except Exception as exc:  # seen after compiles ran inside (DESIGN.md)
+        except Exception as exc:  # seen on an H100 after compiles ran inside
             _restore_primary_context(index)
             warnings.warn(f"limit_sms: pop_context failed ({exc}); the device's primary "
                           "context was made current again", RuntimeWarning, stacklevel=3)

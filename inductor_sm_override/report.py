@@ -1,7 +1,7 @@
 """Decision events -> JSON Lines; one progress line per autotuned op; reading logs back.
 
 Writing: every event is one JSON object on one line, with an ``"event"`` key ("start",
-"gate", "autotune", "fallback"). Each line is written with a single ``os.write`` on a
+"gate", "autotune", "cache_hit", "fallback"). Each line is written with a single ``os.write`` on a
 file opened with ``O_APPEND``, so threads and several processes (torchrun ranks) can
 append to the same file without interleaving lines (POSIX local file systems). The path
 may contain ``{rank}`` (``$RANK``, else 0) and ``{pid}`` for one file per process.
@@ -227,8 +227,14 @@ def read_events(path: str) -> tuple[list[dict[str, Any]], list[str]]:
     """All events of a JSONL report, and one error text per malformed line."""
     events: list[dict[str, Any]] = []
     errors: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(f"{path}:{number}: not UTF-8 text (byte "
+                              f"0x{raw[exc.start]:02x} at column {exc.start + 1}); line skipped")
+                continue
             if not line.strip():
                 continue
             try:
@@ -251,6 +257,7 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     the budget was spent (separate since 0.1: ``capped`` used to count both)."""
     ops = [op_summary(e) for e in events if e.get("event") == "autotune"]
     hits = [e for e in events if e.get("event") == "cache_hit"]
+    bare = [e for e in _autotune(events) if no_template_offered(e)]
     return {
         "ops": ops,
         "totals": {
@@ -263,11 +270,41 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
             "budget_dropped": sum(o["budget_dropped"] for o in ops),
             "rejected": sum(o["rejected"] for o in ops),
             "cache_hits": len(hits),
+            "no_template": len(bare),
         },
+        "no_template_devices": sorted({str(e.get("device") or "?") for e in bare}),
         "cache_hits": hits,
         "fallbacks": [e for e in events if e.get("event") == "fallback"],
         "gates": [e for e in events if e.get("event") == "gate"],
     }
+
+
+def no_template_offered(event: dict[str, Any]) -> bool:
+    """Inductor offered this op only extern (ATen) choices: nothing to autotune or verify."""
+    offered = event.get("offered")
+    return bool(offered) and set(offered) <= set(event.get("externs") or ())
+
+
+def no_template_advice(count: int, total: int, devices: list[str],
+                       gates: list[dict[str, Any]] = ()) -> str:
+    """Why an op can have no template choice, for the devices it ran on."""
+    why = []
+    if any(d == "cpu" for d in devices):
+        why.append("on CPU, Inductor offers its C++ GEMM template only for frozen weights: "
+                   "set torch._inductor.config.freezing = True (or TORCHINDUCTOR_FREEZING=1) "
+                   "and compile under torch.no_grad()")
+    if any(d != "cpu" for d in devices):
+        closed = [g for g in gates if g.get("answer") is False]
+        if closed:
+            g = closed[0]
+            why.append(f"on {g.get('device')} the SM gate said no ({g.get('sms')} SMs, "
+                       f"threshold {g.get('threshold')}): lower min_sms")
+        why.append("on a GPU, `inductor-sm-override doctor` shows the gate's answer and "
+                   "max_autotune_gemm_backends; the op's dtype or layout may be one the "
+                   "templates do not take")
+    ops = "op" if total == 1 else "ops"
+    return (f"no template choice was offered for {count} of {total} {ops} (only ATen: nothing "
+            f"was autotuned or verified there): " + "; ".join(why))
 
 
 def _cpu_only(summary: dict[str, Any]) -> bool:
@@ -293,13 +330,19 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
              for r in [header, *rows]]
     t = summary["totals"]
-    lines.append(f"total: {t['ops']} ops, {t['seconds']:.2f} s autotuning, "
+    lines.append(f"total: {t['ops']} op{'' if t['ops'] == 1 else 's'}, "
+                 f"{t['seconds']:.2f} s autotuning, "
                  f"{t['template_wins']} won by templates, {t['choices_run']} choices run, "
                  f"{t['capped']} capped, {t['budget_dropped']} dropped by the budget, "
                  f"{t['rejected']} rejected")
     if t["cache_hits"]:
-        lines.append(f"{t['cache_hits']} graphs loaded from cache (autotuned earlier under "
+        graphs = "graph" if t["cache_hits"] == 1 else "graphs"
+        lines.append(f"{t['cache_hits']} {graphs} loaded from cache (autotuned earlier under "
                      "the same settings)")
+    if t.get("no_template"):
+        lines.append(no_template_advice(t["no_template"], t["ops"],
+                                        summary.get("no_template_devices") or [],
+                                        summary.get("gates") or []))
     if any(o["speedup"] for o in summary["ops"]) and _cpu_only(summary):
         lines.append("note: CPU timings of tiny kernels are mostly noise (microseconds, "
                      "shared cores): the speed-ups above say little about real workloads")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,6 +94,30 @@ def _clear_device_caches() -> None:
 # --- fault injection -----------------------------------------------------------------------
 
 FAULT_MODES = ("wrong", "nan", "raise", "none")
+# which pattern fits which device: the names Inductor gives its GEMM template choices
+TEMPLATE_PATTERNS = {"cpu": "cpp", "cuda": "triton"}
+
+
+class NoFaultInjectedWarning(UserWarning):
+    """``inject_faults`` corrupted nothing: its pattern matched no template choice, or no
+    op was autotuned inside it. Verification was not exercised. Turn it into an error with
+    ``warnings.simplefilter("error", NoFaultInjectedWarning)`` (or ``-W error::...``)."""
+
+
+def _nothing_injected(pattern: str, ops: int, names: list[str]) -> str:
+    hint = ("; patterns that fit: " + ", ".join(f"{v!r} on {k.upper()}" for k, v in
+                                                 TEMPLATE_PATTERNS.items()))
+    head = f"inject_faults({pattern!r}) corrupted nothing, so verification was not exercised: "
+    if not ops:
+        return (head + "no op was autotuned inside it (compile and first call inside the "
+                "block; a graph compiled before it or loaded from Inductor's cache is not "
+                "autotuned again; only max-autotune modes autotune GEMMs)")
+    if not names:
+        return (head + f"the {ops} autotuned op(s) offered no template choice, only ATen (on "
+                "CPU, Inductor's C++ template needs torch._inductor.config.freezing = True "
+                "and torch.no_grad())" + hint)
+    shown = ", ".join(sorted(set(names))[:4])
+    return head + f"it matched none of the template choices offered ({shown}, ...)" + hint
 
 
 def _faulty_proxy_class() -> type:
@@ -124,9 +149,14 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
                   templates_only: bool = True) -> Iterator[list[str]]:
     """Corrupt the timed output of autotune choices whose name matches ``pattern``.
 
+    ``pattern`` is a regular expression searched in the choice names: Inductor's templates
+    are named ``cpp_...`` on CPU and ``triton_...`` on CUDA (``TEMPLATE_PATTERNS``).
     ``mode``: "wrong" (values scaled and shifted), "nan" (all NaN), "raise" (the benchmark
     raises), "none" (only claim speed). ``fastest=True`` makes the faulty choice report a
     near-zero time so that, unverified, it wins. Yields the list of names it corrupted.
+    When the block ends normally having corrupted nothing (the pattern matched no template
+    choice, or nothing was autotuned), a :class:`NoFaultInjectedWarning` says why: silence
+    would read as "verification passed".
     Works through Inductor's preprocessing-fn hook (torch >= 2.9); on 2.8 only inside an
     override block (the toolkit's ``__call__`` wrapper runs it).
     """
@@ -141,12 +171,18 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
     regex = re.compile(pattern)
     proxy = _faulty_proxy_class()
     corrupted: list[str] = []
+    candidates: list[str] = []  # names it could have corrupted
+    ops = 0
 
     def corrupt(choices: list[Any]) -> list[Any]:
+        nonlocal ops
+        ops += 1
         out = []
         for choice in choices:
             name = str(getattr(choice, "name", ""))
             extern = is_reference(choice)  # an ExternKernelCaller (any release)
+            if not (templates_only and extern):
+                candidates.append(name)
             if regex.search(name) and not (templates_only and extern):
                 corrupted.append(name)
                 choice = proxy(choice, mode, 1e-6 if fastest else None)
@@ -165,13 +201,18 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
     hooks.insert(0, corrupt)
     no_caches = {k: False for k in ("autotune_local_cache", "autotune_remote_cache")
                  if hasattr(config, k)}  # faulty timings must never be stored
+    completed = False
     try:
         with config.patch(no_caches):
             yield corrupted
+        completed = True
     finally:
         from .patching import _remove
 
         _remove(hooks, corrupt)
+    if completed and not corrupted:
+        warnings.warn(_nothing_injected(pattern, ops, candidates), NoFaultInjectedWarning,
+                      stacklevel=3)
 
 
 # --- fault injection into fused template kernels (GPU) -------------------------------------

@@ -34,8 +34,9 @@ def _est(gated: float, forced: float, cap8: float, fastest: float) -> dict[str, 
 
 
 # H100 estimates at 48 SMs, torch 2.11 (see benchmarks/results/README.md, "gpu-check
-# estimates"): DESIGN.md measured 0.8-22 s per forced GEMM and 8-46 s per forced MLP block
-# (M=16..4096) vs 0.05 s / 0.08-1.4 s gated, on the full H100; a cap of 8 of ~20 configs
+# estimates"): the H100 notes (benchmarks/results/h100-torch2.11-notes-2026-11.md)
+# measured 0.8-22 s per forced GEMM and 8-46 s per forced MLP block (M=16..4096) vs
+# 0.05 s / 0.08-1.4 s gated, on the full H100; a cap of 8 of ~20 configs
 # costs ~0.4x plus a second; "fastest" re-uses the gated and cap8 graphs (FX-graph-cache
 # hits) and adds its A/B timing; every mode adds ~0.7 s of timing and fp64 check.
 # The plan must total <= 300 s (limit 360): the skinny and prefill GEMMs and the M=2048

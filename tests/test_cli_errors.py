@@ -1,0 +1,187 @@
+"""The CLI's rough edges (issue 23, item 7): one clear line, the flag's name, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from inductor_sm_override import cli
+from inductor_sm_override.report import format_table, summarize
+
+CLI = [sys.executable, "-m", "inductor_sm_override"]
+EVENT = {"event": "autotune", "name": "mm", "device": "cpu", "shapes": [[4, 4]],
+         "offered": ["mm", "tpl"], "externs": ["mm"], "timings": {"mm": 1.0, "tpl": 0.5},
+         "winner": "tpl", "capped": [], "budget_dropped": [], "rejected": {}, "seconds": 0.1}
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("INDUCTOR_SM_OVERRIDE")}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=_env(),
+                          timeout=300)
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """``cli.main`` in this process; argparse's exit counts as the exit status."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def report_file(tmp_path):
+    path = tmp_path / "iso.jsonl"
+    path.write_text(json.dumps({"event": "start"}) + "\n" + json.dumps(EVENT) + "\n")
+    return path
+
+
+def test_bare_command_lists_the_commands():
+    out = _cli()
+    assert out.returncode == 2
+    assert "the following arguments are required" not in out.stderr
+    for command in ("run", "hook", "demo", "doctor", "report", "status"):
+        assert f"\n    {command} " in out.stderr, command
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("run", "--max-choices", "-2", "--", "true"), "--max-choices"),
+    (("run", "--min-sms", "-1", "--", "true"), "--min-sms"),
+    (("run", "--budget-s", "-5", "--", "true"), "--budget-s"),
+    (("run", "--simulate-sms", "0", "--", "true"), "--simulate-sms"),
+    (("run", "--rtol", "nan", "--", "true"), "--rtol"),
+    (("doctor", "--min-sms", "-1"), "--min-sms"),
+])
+def test_bad_values_are_refused_naming_the_flag(capsys, args, flag):
+    code, out, err = _main(capsys, *args)
+    assert code == 2 and out == ""
+    last = err.strip().splitlines()[-1]
+    assert f"argument {flag}: '{args[2]}' is not accepted: expected " in last
+    field = flag.lstrip("-").replace("-", "_")
+    assert f"{field}=" not in err  # the Python argument name is not what the user typed
+
+
+def test_good_values_still_reach_the_command(capsys, monkeypatch):
+    from inductor_sm_override import launcher
+
+    seen = {}
+    monkeypatch.setattr(launcher, "exec_command", lambda cmd, env: seen.update(env=env))
+    assert cli.main(["run", "--max-choices", "8", "--budget-s", "1.5", "--", "true"]) == 0
+    assert seen["env"]["INDUCTOR_SM_OVERRIDE_MAX_CHOICES"] == "8"
+    assert seen["env"]["INDUCTOR_SM_OVERRIDE_BUDGET_S"] == "1.5"
+
+
+def test_doctor_help_documents_every_option():
+    text = " ".join(_cli("doctor", "--help").stdout.split())
+    assert "--json everything as one JSON object" in text
+    assert "--min-sms N also show the gate's answer" in text
+
+
+def test_report_plot_into_a_missing_folder_is_one_line(report_file, tmp_path):
+    target = tmp_path / "nonexistent" / "t.png"
+    out = _cli("report", str(report_file), "--plot", str(target))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"inductor-sm-override report: cannot write the plot {target}: {target.parent} is "
+        "not an existing folder"]
+    assert not target.parent.exists()
+
+
+def test_report_plot_that_cannot_be_written_is_one_line(capsys, monkeypatch, report_file,
+                                                        tmp_path):
+    from inductor_sm_override import report
+
+    def refuse(events, out):
+        raise PermissionError(13, "Permission denied", out)
+
+    monkeypatch.setattr(report, "plot", refuse)
+    target = tmp_path / "t.png"
+    code, out, err = _main(capsys, "report", str(report_file), "--plot", str(target))
+    assert code == 2
+    assert "total: 1 op," in out  # the table still came out
+    assert err.strip().splitlines() == [
+        f"inductor-sm-override report: cannot write the plot {target}: Permission denied"]
+
+
+def test_report_of_a_binary_file_is_one_line(tmp_path):
+    path = tmp_path / "picture.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    out = _cli("report", str(path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"inductor-sm-override report: {path} is not a JSONL report")
+    assert "not UTF-8 text" in line
+
+
+def test_report_with_one_non_utf8_line_names_it_and_shows_the_rest(capsys, report_file):
+    report_file.write_bytes(report_file.read_bytes() + b"\xff\xfe broken\n"
+                            + json.dumps(EVENT).encode() + b"\n")
+    code, out, err = _main(capsys, "report", str(report_file))
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"inductor-sm-override report: {report_file}:3: not UTF-8 text (byte 0xff at "
+        "column 1); line skipped"]
+    assert "total: 2 ops" in out
+
+
+def test_many_malformed_lines_are_counted_not_listed(capsys, report_file):
+    report_file.write_text(report_file.read_text() + "{oops\n" * 12)
+    code, _out, err = _main(capsys, "report", str(report_file))
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == cli.MAX_LINE_ERRORS + 1
+    assert lines[-1] == "inductor-sm-override report: ... and 7 more malformed lines skipped"
+
+
+def test_one_cache_hit_and_one_op_are_singular():
+    table = format_table(summarize([EVENT, {"event": "cache_hit", "key": "k"}]))
+    assert "total: 1 op, " in table
+    assert "1 graph loaded from cache (autotuned" in table and "1 graphs" not in table
+    two = format_table(summarize([EVENT, EVENT] + [{"event": "cache_hit"}] * 2))
+    assert "total: 2 ops, " in two and "2 graphs loaded from cache" in two
+
+
+# --- item 2: a block in which no template was offered is explained -------------------------
+
+ATEN_ONLY = {**EVENT, "offered": ["addmm"], "externs": ["addmm"], "timings": {},
+             "winner": "addmm", "name": "addmm"}
+
+
+def test_report_explains_cpu_ops_without_a_template():
+    summary = summarize([ATEN_ONLY, ATEN_ONLY, EVENT])
+    assert summary["totals"]["no_template"] == 2
+    table = format_table(summary)
+    assert "no template choice was offered for 2 of 3 ops" in table
+    assert "torch._inductor.config.freezing = True" in table and "torch.no_grad()" in table
+    assert "no template choice" not in format_table(summarize([EVENT]))
+
+
+def test_report_explains_gpu_ops_without_a_template_by_the_gate():
+    gate = {"event": "gate", "device": "cuda:0", "sms": 46, "threshold": 68,
+            "torch_answer": False, "answer": False}
+    table = format_table(summarize([gate, {**ATEN_ONLY, "device": "cuda:0"}]))
+    assert "no template choice was offered for 1 of 1 op " in table
+    assert "the SM gate said no (46 SMs, threshold 68)" in table
+    assert "freezing" not in table  # CPU advice only for CPU ops
+
+
+@pytest.mark.parametrize("freezing", ["0", "1"])
+def test_doctor_says_whether_cpu_templates_are_offered(freezing):
+    env = {**_env(), "TORCHINDUCTOR_FREEZING": freezing}
+    out = subprocess.run([*CLI, "doctor", "--json"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    info = json.loads(out.stdout)["cpu_templates"]
+    assert info["freezing"] is (freezing == "1")
+    if freezing == "1":
+        assert info["advice"].startswith("freezing is on")
+    else:
+        assert "every CPU GEMM has the single ATen choice" in info["advice"]
+        assert "torch._inductor.config.freezing = True" in info["advice"]
