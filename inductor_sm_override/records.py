@@ -62,6 +62,10 @@ class OpRecord:
     budget_decided: bool = False
     precompile_timeout: float | None = None  # what the caller asked for (seconds)
     notes: list[str] = dataclasses.field(default_factory=list)
+    origin: str = "tuned here"  # or "received from rank k" (distributed autotuning)
+    # a reference the toolkit added so that a sole template is checked; it wins only if
+    # the template fails its check
+    reference_added: str | None = None
     kept_choices: list[Any] = dataclasses.field(default_factory=list, repr=False)
     _references: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -87,6 +91,16 @@ class OpRecord:
     def reject(self, choice_name: str, reason: str) -> None:
         self.rejected[choice_name] = reason
         self.timings[choice_name] = None
+
+    @property
+    def winner_unchecked(self) -> bool:
+        """A non-reference choice won a verified op without a passed check."""
+        if not (self.verified_op and self.winner):
+            return False
+        if self.winner in {choice_name(c) for c in self.externs}:
+            return False
+        check = self.checks.get(self.winner)
+        return not (check is not None and check.get("passed") is True)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -117,6 +131,9 @@ class OpRecord:
             "verified_op": self.verified_op,
             "deferred": self.deferred,
             "notes": self.notes,
+            "origin": self.origin,
+            "reference_added": self.reference_added,
+            "winner_unchecked": self.winner_unchecked,
         }
         if self.budget is not None:
             event["budget"] = self.budget.as_dict()
