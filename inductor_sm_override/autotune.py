@@ -311,21 +311,31 @@ def _reference(record: OpRecord, names: dict[int, str]) -> Any | None:
 
 
 def _check_sole(record: OpRecord, kept: list[Any], names: dict[int, str]) -> list[Any]:
-    """A sole template in a verified op would be taken unbenchmarked, so unchecked: add the
-    op's reference so Inductor benchmarks both and the template is checked against it. The
-    reference is removed from the timings again if the template passes (feedback), so
-    torch's pick stands when it is right and the reference replaces it when it is wrong."""
-    if not record.verified_op or len(kept) != 1 or _is_extern(kept[0]):
+    """Templates that would be taken unchecked get a reference to be checked against.
+
+    A sole template is taken unbenchmarked (so never checked), and templates without an
+    extern in an op that has no fp64 evaluation are only noted "no reference". Add the
+    op's extern reference (references.py): Inductor benchmarks it with them and each
+    template is checked against its output. The reference leaves the timings again when a
+    template passed (feedback), so torch's pick among checked templates stands, and it
+    replaces them when none did."""
+    from .references import FP64_CHECKED
+
+    if not record.verified_op or not kept or any(_is_extern(c) for c in kept):
         return kept
+    if len(kept) > 1 and record.name in FP64_CHECKED:
+        return kept  # benchmarked and checked against the fp64 evaluation
+    what = "sole choice" if len(kept) == 1 else "no extern choice"
     reference = _reference(record, names)
     if reference is None:
-        record.note(f"sole choice: no reference for {record.name} on this rank; taken "
-                    "without a check (unverified)")
+        if len(kept) == 1:
+            record.note(f"sole choice: no reference for {record.name} on this rank; taken "
+                        "without a check (unverified)")
         return kept
     record.externs = [reference]
     record.reference_added = names[id(reference)]
-    record.note(f"sole choice: checked here against the reference {record.reference_added} "
-                "added by the toolkit, which is used only if the template fails its check")
+    record.note(f"{what}: checked here against the reference {record.reference_added} added "
+                "by the toolkit, which is used only if no template passes its check")
     return [reference, *kept]
 
 

@@ -18,7 +18,10 @@ fails. Built exactly as the lowerings build theirs (read in 2.11 and 2.13):
   (a local there, so the toolkit makes its own ``ExternKernelChoice`` once per process,
   with the same kernel and kernel creator).
 
-Other ops get None: their sole template stays unchecked, and is recorded so.
+Other ops get None: their sole template stays unchecked, and is recorded so. The same
+references check templates offered without any extern in ops that have no float64
+evaluation (``addmm``, ``packed_linear``): there the toolkit's check had nothing to compare
+with.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from typing import Any
 log = logging.getLogger("inductor_sm_override")
 
 MKL_REFERENCE_NAME = "inductor_sm_override_mkl_linear"
+# ops verify.fp64_reference evaluates in float64: several templates without an extern are
+# checked against that already
+FP64_CHECKED = frozenset({"mm", "bmm", "int_mm", "mm_plus_mm"})
 _made: dict[str, Any] = {}
 _lock = threading.Lock()
 
