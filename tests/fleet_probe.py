@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def main() -> None:
         "decisions": [{k: d[k] for k in ("name", "winner", "origin", "winner_unchecked")}
                       for d in iso.decisions()],
         "ok": ok,
+        "pid": os.getpid(),
     }, default=str))
 
 
