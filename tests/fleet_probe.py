@@ -2,8 +2,10 @@
 
     python fleet_probe.py '<spec JSON>'
 
-spec: {"settings": {...} or null (no override), "train": bool, "save_bundle": path,
-       "load_bundle": path}. Inductor's cache dir and remote caches come from the
+spec: {"settings": {...} or null (no override), "train": bool, "autotune": bool,
+       "save_bundle": path, "load_bundle": path}. ``autotune``: an inference graph whose
+GEMMs Inductor really autotunes on the CPU (freezing, mkldnn packing off so the graph stays
+cacheable: C++ GEMM template vs ATen addmm). Inductor's cache dir and remote caches come from the
 environment. Prints one JSON line: Inductor's FX-graph-cache counters, the cache_hit and
 cache_refused events, the manifests this process wrote, the autotune decisions, and
 whether the output (and gradients) matched eager.
@@ -15,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -36,14 +39,21 @@ def main() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU())
     x = torch.randn(8, 32)
     train = bool(spec.get("train"))
+    autotune = bool(spec.get("autotune"))
     model.train(train)
     settings = spec.get("settings")
     block = iso.override(**settings) if settings is not None else contextlib.nullcontext()
     grad = torch.enable_grad() if train else torch.no_grad()
-    with grad, inductor_config.patch(freezing=False):  # freezing bypasses the cache
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(grad)
+        stack.enter_context(inductor_config.patch(freezing=autotune))
+        if autotune:  # packed mkldnn weights would bypass the FX graph cache
+            stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
         compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
         with block:
+            started = time.perf_counter()
             out = compiled(x)
+            first_call_s = time.perf_counter() - started
             if train:
                 out.sum().backward()
     grads = [p.grad.clone() for p in model.parameters()] if train else []
@@ -70,6 +80,7 @@ def main() -> None:
                       for d in iso.decisions()],
         "ok": ok,
         "pid": os.getpid(),
+        "first_call_s": round(first_call_s, 3),
     }, default=str))
 
 

@@ -88,6 +88,25 @@ def test_remote_hit_carries_its_manifest_other_settings_and_plain_miss(redis_ser
     assert plain["hit"] == 0 and plain["miss"] == 1 and not plain["hits"]
 
 
+def test_remote_hit_of_an_autotuned_graph_lists_the_checks_its_producer_made(
+        redis_server, tmp_path):
+    """An inference graph whose addmm Inductor autotunes on the CPU (C++ template vs ATen):
+    the rank that hits autotunes nothing and sees what was checked where it was made."""
+    made = _probe(tmp_path / "a", {"settings": {}, "autotune": True}, redis_server)
+    tuned = [d for d in made["decisions"] if d["name"] == "addmm"]
+    assert tuned and made["miss"] == 1
+    got = _probe(tmp_path / "b", {"settings": {}, "autotune": True}, redis_server)
+    assert got["hit"] == 1 and not got["decisions"]
+    hit = _only(got["hits"])
+    assert hit["source"] == "remote" and hit["unverified"] is False
+    ops = [op for op in hit["ops"] if op["name"] == "addmm"]
+    assert [op["winner"] for op in ops] == [d["winner"] for d in tuned]
+    for op in ops:
+        templates = [c for c in op["kept"] if c.startswith("cpp_")]
+        assert templates and all(c in op["checks_passed"] for c in templates), op
+        assert op["origin"] == "tuned here" and op["winner_unchecked"] is False
+
+
 def test_training_hits_forward_and_backward_with_their_manifests(redis_server, tmp_path):
     made = _probe(tmp_path / "a", {"settings": {}, "train": True}, redis_server)
     assert made["miss"] == 2 and len(made["written"]) == 2
