@@ -175,3 +175,20 @@ def test_sole_corrupted_cpp_template_never_wins_in_a_real_compile():
     assert "_mkl_linear" in code and "micro_gemm" not in code
     torch.testing.assert_close(out, model(x))
     assert summarize(iso.decisions())["totals"]["unverified"] == 0
+
+
+@pytest.mark.gpu
+def test_sole_corrupted_triton_template_never_wins_on_a_gpu():
+    """On a CUDA GPU with ATen excluded and one template config kept, the Triton template
+    is the sole choice of the mm: corrupted, it is rejected and cuBLAS (aten mm) is used."""
+    torch.manual_seed(0)
+    a = torch.randn(256, 512, device="cuda", dtype=torch.float16)
+    b = torch.randn(512, 128, device="cuda", dtype=torch.float16)
+    torch._dynamo.reset()
+    with inductor_config.patch(max_autotune_gemm_backends="TRITON"), \
+            inject_faults("triton", "wrong") as corrupted, iso.override(max_choices=1):
+        out = torch.compile(torch.mm, mode="max-autotune-no-cudagraphs")(a, b)
+    event = _event("mm")
+    assert corrupted and event["reference_added"] == "mm" and event["winner"] == "mm"
+    assert all(name in event["rejected"] for name in event["kept"] if name != "mm")
+    torch.testing.assert_close(out, a @ b, rtol=2e-2, atol=2e-2)
