@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean bench-smoke test-matrix matrix-one
+.PHONY: demo test lint setup clean bench-smoke test-matrix matrix-one redis
 
 # The release matrix (`make test-matrix`): the suite on each torch below, every release in its
 # own venv cached outside the repo (reused between runs and clones; created on first use).
@@ -30,7 +30,18 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+# A real redis-server for the remote-cache tests (tests/redis_server.py starts and stops its
+# own on a free port): Debian's package, installed only where it is missing and this user
+# can (root, apt-get). Elsewhere those tests are skipped with the reason.
+redis:
+	@command -v redis-server >/dev/null 2>&1 \
+	  || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	             --no-install-recommends redis-server >/dev/null; } \
+	         || echo "redis-server could not be installed: the Redis tests will be skipped"; \
+	       else echo "redis-server not installed (needs root and apt-get): the Redis tests will be skipped"; fi; }
+
+test: $(STAMP) lint redis
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -39,7 +50,7 @@ demo: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 
-test-matrix:
+test-matrix: redis
 	@set -e; for v in $(MATRIX); do $(MAKE) --no-print-directory matrix-one TORCH_RELEASE=$$v; done
 
 # One release: create or refresh its cached venv, then the suite (ruff runs in `make test`).

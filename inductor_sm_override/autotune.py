@@ -97,6 +97,11 @@ _CURRENT_OP: contextvars.ContextVar[OpRecord | None] = contextvars.ContextVar(
 _PENDING_PRUNED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "inductor_sm_override_pruned", default=()
 )
+# the current selector call's (input_nodes, layout): references for sole choices are bound
+# to them (references.py)
+_CALL: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
+    "inductor_sm_override_call", default=None
+)
 _BUDGET_AT_BENCHMARK = {"on": False}  # set when do_autotuning is wrapped (build_patches)
 # preprocessing fns the toolkit itself runs first where Inductor has no such hook (<= 2.8);
 # testing.inject_faults registers here on those releases
@@ -148,6 +153,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     record.verified_op = settings.verify and record.gemm
     _take_pruned(record)
     generation.take_pending(record)
+    _take_origin(record)
     record.precompile_timeout = bound.get("precompilation_timeout_seconds")
     if record.budget is not None and record.gemm:
         if _BUDGET_AT_BENCHMARK["on"]:
@@ -159,6 +165,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
             timeout = _bounded_timeout(record.precompile_timeout, record.budget.remaining)
             args, kwargs = _set_timeout(wrapped, args, kwargs, timeout)
     token = _CURRENT_OP.set(record)
+    call_token = _CALL.set((bound.get("input_nodes"), bound.get("layout")))
     try:
         if not has_preprocessing_hook(instance):  # <= 2.8: cap, budget and tag from here
             args, kwargs = _preprocessed(wrapped, args, kwargs)
@@ -167,6 +174,7 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
         settle_budget(record)  # nothing may stay reserved
         raise
     finally:
+        _CALL.reset(call_token)
         _CURRENT_OP.reset(token)
     selection = unpack_selection(result)
     record.deferred = selection.deferred
@@ -176,8 +184,24 @@ def _selector_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
         chosen = selection.choice or infer_selected_choice(instance, record.kept_choices)
         if chosen is not None:
             record.winner = record.winner or _choice_name(chosen)
+        if record.winner_unchecked:
+            record.unverified[record.winner] = "taken without a check (not benchmarked)"
         close(record, benchmarked=False)
     return result
+
+
+def _take_origin(record: OpRecord) -> None:
+    """Where the op is tuned: here, or received from another rank (distributed autotuning),
+    and why distributed autotuning left it here."""
+    from . import distributed
+
+    rank, note = distributed.take_origin()
+    if rank is not None:
+        from .manifest import received_from
+
+        record.origin = received_from(rank)
+    if note:
+        record.note(note)
 
 
 def _preprocessed(wrapped: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -263,15 +287,61 @@ def preprocess(choices: list[Any]) -> list[Any]:
             record.dropped[names[id(choice)]] = "budget"
         keep = 0
     if not externs and keep == 0 and ranked:
+        reference = _reference(record, names)
+        if reference is not None and record.verified_op:
+            record.externs = [reference]
+            record.note(f"no template allowed and no extern choice: the reference "
+                        f"{names[id(reference)]} added by the toolkit is used instead")
+            return _tag(record, [reference], names)
         keep = 1  # Inductor needs a choice; there is no fallback to keep instead
         record.dropped.pop(names[id(ranked[0])], None)
         record.note("no extern choice: the best-ranked template was kept")
-    return _tag(record, externs + ranked[:keep], names)
+    return _tag(record, _check_sole(record, externs + ranked[:keep], names), names)
+
+
+def _reference(record: OpRecord, names: dict[int, str]) -> Any | None:
+    """An extern reference for this op on the selector call's inputs (references.py)."""
+    from .references import reference_for
+
+    call = _CALL.get()
+    if call is None:
+        return None
+    reference = reference_for(record.name, *call)
+    if reference is not None:
+        names[id(reference)] = _choice_name(reference)
+    return reference
+
+
+def _check_sole(record: OpRecord, kept: list[Any], names: dict[int, str]) -> list[Any]:
+    """Templates that would be taken unchecked get a reference to be checked against.
+
+    A sole template is taken unbenchmarked (so never checked), and templates without an
+    extern in an op that has no fp64 evaluation are only noted "no reference". Add the
+    op's extern reference (references.py): Inductor benchmarks it with them and each
+    template is checked against its output. The reference leaves the timings again when a
+    template passed (feedback), so torch's pick among checked templates stands, and it
+    replaces them when none did."""
+    from .references import FP64_CHECKED
+
+    if not record.verified_op or not kept or any(_is_extern(c) for c in kept):
+        return kept
+    if len(kept) > 1 and record.name in FP64_CHECKED:
+        return kept  # benchmarked and checked against the fp64 evaluation
+    what = "sole choice" if len(kept) == 1 else "no extern choice"
+    reference = _reference(record, names)
+    if reference is None:
+        if len(kept) == 1:
+            record.note(f"sole choice: no reference for {record.name} on this rank; taken "
+                        "without a check (unverified)")
+        return kept
+    record.externs = [reference]
+    record.reference_added = names[id(reference)]
+    record.note(f"{what}: checked here against the reference {record.reference_added} added "
+                "by the toolkit, which is used only if no template passes its check")
+    return [reference, *kept]
 
 
 def _tag(record: OpRecord, kept: list[Any], names: dict[int, str]) -> list[Any]:
-    if record.verified_op and len(kept) == 1 and not record.externs:
-        record.note("sole choice: Inductor takes it without benchmarking (unverified)")
     record.kept = [names[id(c)] for c in kept]
     record.kept_choices = list(kept)
     for choice in kept:
@@ -555,6 +625,8 @@ def feedback(timings: dict[Any, float], name: str, input_nodes: Any, choices: An
     if record is None:
         return
     _fail_closed(record, timings)
+    if record.reference_added is not None:
+        _drop_added_reference(record, timings)
     for choice, timing in timings.items():
         label = _choice_name(choice)
         if label not in record.rejected:
@@ -603,6 +675,19 @@ def _fail_closed(record: OpRecord, timings: dict[Any, float]) -> None:
         del timings[choice]
 
 
+def _drop_added_reference(record: OpRecord, timings: dict[Any, float]) -> None:
+    """The reference added for a sole template (``_check_sole``) competes only if the
+    template failed: when a checked template is left, the reference leaves the timings
+    Inductor picks from (its time stays in the record)."""
+    passed = [c for c, t in timings.items() if not _is_extern(c) and math.isfinite(t)
+              and (record.checks.get(_choice_name(c)) or {}).get("passed") is True]
+    if not passed:
+        return
+    for choice in [c for c in timings if _choice_name(c) == record.reference_added]:
+        record.timings[record.reference_added] = finite_or_none(timings[choice])
+        del timings[choice]
+
+
 # --- the on-disk autotune cache ------------------------------------------------------------
 
 def _update_local_cache(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -642,6 +727,9 @@ def build_patches(selector: Any) -> list[Any]:
     patches += _pruning_patches()
     patches += generation.build_patches()
     patches += fusion.build_patches()
+    from . import distributed
+
+    patches += distributed.build_patches()
     cache = selector_cache(selector)
     if cache is not None:
         if hasattr(cache, "preprocessing_fns"):

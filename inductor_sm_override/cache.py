@@ -12,8 +12,10 @@
 - Cache hits are visible: a graph that Inductor loads from the FX graph cache inside a
   block (``FxGraphCache.load_with_key``, the one loader of torch 2.11 and 2.13, used by
   compile_fx and by the AOT autograd cache) was autotuned earlier under the same settings
-  and is not autotuned now: it gives a ``cache_hit`` event (graph key, settings), kept in
-  :func:`cache_hits` and written to the report, instead of silence.
+  and is not autotuned now: it gives a ``cache_hit`` event (graph key, settings, source
+  local/remote, and from the graph's manifest its producer and ops, or why it is
+  unverified: provenance.py), kept in :func:`cache_hits` and written to the report.
+  With ``require_manifest`` an unverified entry is a miss ('cache_refused' event).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .settings import Settings
 log = logging.getLogger("inductor_sm_override")
 
 # Fields that do not change what Inductor compiles: left out of the key.
-_NOT_COMPILED = ("report", "quiet", "strict")
+_NOT_COMPILED = ("report", "quiet", "strict", "require_manifest")
 _UNTAGGED = "<compiled outside any override block>"
 
 
@@ -153,6 +155,7 @@ def _warn_trap(graph: Any, made: str) -> None:
 # --- cache hits ------------------------------------------------------------------------------
 
 _hits: list[dict[str, Any]] = []
+_refused: list[dict[str, Any]] = []
 _hits_lock = threading.Lock()
 MAX_HITS = 10_000
 _LOAD_PARAMS = ("key", "debug_lines", "example_inputs", "local", "remote_cache", "is_backward")
@@ -168,32 +171,94 @@ def cache_hits() -> list[dict[str, Any]]:
 def clear_cache_hits() -> None:
     with _hits_lock:
         _hits.clear()
+        _refused.clear()
 
 
 def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event."""
-    result = wrapped(*args, **kwargs)
+    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event,
+    with its source and what its manifest says (provenance.py); with ``require_manifest``
+    an unverified entry is a miss."""
     settings = state.current()
     if settings is None:
-        return result
+        return wrapped(*args, **kwargs)
+    from . import provenance
+
+    with provenance.judging(settings) as load:
+        result = wrapped(*args, **kwargs)
     try:
+        bound = dict(zip(_LOAD_PARAMS, args, strict=False))
+        bound.update(kwargs)
+        key = str(bound.get("key"))
+        for refused in load.refused:
+            _record_refusal(settings, key, refused)
         graph, info = result
-        if graph is not None:
-            bound = dict(zip(_LOAD_PARAMS, args, strict=False))
-            bound.update(kwargs)
-            _record_hit(settings, str(bound.get("key")), bool(bound.get("is_backward")),
-                        info if isinstance(info, dict) else {})
+        if graph is None:
+            return result
+        verdict = provenance.verdict_of(load, graph)
+        if verdict is None:  # served without passing the judging lookup
+            verdict = provenance.judge(graph, key, True, None, settings)
+            verdict.reasons.insert(0, "source unknown (not seen by the lookup hook)")
+        if verdict.unverified and settings.require_manifest:
+            return _as_miss(settings, key, verdict, info)
+        _record_hit(settings, key, bool(bound.get("is_backward")),
+                    info if isinstance(info, dict) else {}, verdict)
     except Exception:  # visibility must never break a compile
         log.debug("cache_hit event failed", exc_info=True)
     return result
 
 
-def _record_hit(settings: Settings, key: str, backward: bool, info: dict[str, Any]) -> None:
+def _as_miss(settings: Settings, key: str, verdict: Any, info: Any) -> tuple[None, Any]:
+    """A hit ``require_manifest`` refuses: what load_with_key returns for a miss."""
+    from torch._dynamo.utils import counters
+
+    counters["inductor"]["fxgraph_cache_hit"] -= 1
+    counters["inductor"]["fxgraph_cache_miss"] += 1
+    _record_refusal(settings, key, verdict)
+    info = dict(info) if isinstance(info, dict) else {}
+    info["cache_state"] = "miss"
+    info.pop("time_saved_ns", None)
+    return None, info
+
+
+def _provenance(verdict: Any) -> dict[str, Any]:
+    body = verdict.manifest or {}
+    return {
+        "source": verdict.source,
+        "producer": body.get("producer"),
+        "ops": body.get("ops"),
+        "manifest_sha256": verdict.sha256,
+        "unverified": verdict.unverified,
+        "reasons": list(verdict.reasons),
+        "notes": list(verdict.notes),
+    }
+
+
+def _record_refusal(settings: Settings, key: str, verdict: Any) -> None:
+    """A cache entry ``require_manifest`` turned into a miss: a 'cache_refused' event."""
+    from .report import emit
+
+    event = {"event": "cache_refused", "key": key, **_provenance(verdict),
+             "settings_key": settings_key(settings), "at": round(time.time(), 3)}
+    with _hits_lock:
+        _refused.append(event)
+        del _refused[:-MAX_HITS]
+    emit(settings, event)
+
+
+def cache_refusals() -> list[dict[str, Any]]:
+    """The 'cache_refused' events of this process: entries ``require_manifest`` refused."""
+    with _hits_lock:
+        return [dict(event) for event in _refused]
+
+
+def _record_hit(settings: Settings, key: str, backward: bool, info: dict[str, Any],
+                verdict: Any) -> None:
     saved = info.get("time_saved_ns")
     event = {
         "event": "cache_hit",
         "key": key,
         "backward": backward,
+        **_provenance(verdict),
         "settings": {k: v for k, v in settings.as_dict().items() if k not in _NOT_COMPILED},
         "settings_key": settings_key(settings),
         "time_saved_s": round(saved / 1e9, 4) if isinstance(saved, (int, float)) else None,
@@ -221,9 +286,12 @@ def _load_patch() -> Patch | None:
 
 def build_patches() -> list[Patch]:
     """Tag compiled graphs and check them at call time (while any block is active); record
-    FX-graph-cache hits."""
+    FX-graph-cache hits; write and judge manifests (provenance.py)."""
+    from . import provenance
+
     load = _load_patch()
     patches = [load] if load is not None else []
+    patches += provenance.build_patches()
     try:
         from torch._inductor import output_code
     except Exception:

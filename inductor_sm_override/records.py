@@ -65,6 +65,10 @@ class OpRecord:
     notes: list[str] = dataclasses.field(default_factory=list)
     # checks of fused template kernels made from this op's choices (fusion.py)
     fused: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    origin: str = "tuned here"  # or "received from rank k" (distributed autotuning)
+    # a reference the toolkit added so that a sole template is checked; it wins only if
+    # the template fails its check
+    reference_added: str | None = None
     kept_choices: list[Any] = dataclasses.field(default_factory=list, repr=False)
     _references: dict[int, tuple[Any, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -90,6 +94,16 @@ class OpRecord:
     def reject(self, choice_name: str, reason: str) -> None:
         self.rejected[choice_name] = reason
         self.timings[choice_name] = None
+
+    @property
+    def winner_unchecked(self) -> bool:
+        """A non-reference choice won a verified op without a passed check."""
+        if not (self.verified_op and self.winner):
+            return False
+        if self.winner in {choice_name(c) for c in self.externs}:
+            return False
+        check = self.checks.get(self.winner)
+        return not (check is not None and check.get("passed") is True)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -122,6 +136,9 @@ class OpRecord:
             "deferred": self.deferred,
             "notes": self.notes,
             "fused": self.fused,
+            "origin": self.origin,
+            "reference_added": self.reference_added,
+            "winner_unchecked": self.winner_unchecked,
         }
         if self.budget is not None:
             event["budget"] = self.budget.as_dict()

@@ -258,6 +258,9 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     ops = [op_summary(e) for e in events if e.get("event") == "autotune"]
     hits = [e for e in events if e.get("event") == "cache_hit"]
     bare = [e for e in _autotune(events) if no_template_offered(e)]
+    refused = [e for e in events if e.get("event") == "cache_refused"]
+    unchecked_ops = sum(1 for e in _autotune(events) if taken_unchecked(e))
+    unverified_hits = sum(1 for e in hits if e.get("unverified"))
     return {
         "ops": ops,
         "totals": {
@@ -271,9 +274,15 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
             "rejected": sum(o["rejected"] for o in ops),
             "cache_hits": len(hits),
             "no_template": len(bare),
+            "unverified": unchecked_ops + unverified_hits,
+            "unverified_ops": unchecked_ops,
+            "unverified_hits": unverified_hits,
+            "refused_hits": len(refused),
         },
         "no_template_devices": sorted({str(e.get("device") or "?") for e in bare}),
         "cache_hits": hits,
+        "cache_refused": refused,
+        "notes": notes(events),
         "fallbacks": [e for e in events if e.get("event") == "fallback"],
         "gates": [e for e in events if e.get("event") == "gate"],
     }
@@ -305,6 +314,46 @@ def no_template_advice(count: int, total: int, devices: list[str],
     ops = "op" if total == 1 else "ops"
     return (f"no template choice was offered for {count} of {total} {ops} (only ATen: nothing "
             f"was autotuned or verified there): " + "; ".join(why))
+def taken_unchecked(event: dict[str, Any]) -> bool:
+    """An autotune event whose winner was used without a passed check (older logs: the
+    winner listed as unverified, or the sole-choice note)."""
+    if "winner_unchecked" in event:
+        return bool(event["winner_unchecked"])
+    winner = event.get("winner")
+    return bool(winner and winner in (event.get("unverified") or {})) or any(
+        "without benchmarking (unverified)" in str(n) for n in event.get("notes") or ())
+
+
+def notes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every distinct note of the ops and why cache hits were unverified or refused, with
+    how often each occurred (first seen first)."""
+    counted: dict[str, int] = {}
+    for event in events:
+        kind = event.get("event")
+        if kind == "autotune":
+            texts = [f"{event.get('name')}: {n}" for n in event.get("notes") or ()]
+        elif kind in ("cache_hit", "cache_refused"):
+            what = "cache hit refused" if kind == "cache_refused" else "cache hit unverified"
+            where = f"{str(event.get('key'))[:12]} ({event.get('source', '?')})"
+            texts = [f"{what} {where}: {r}" for r in event.get("reasons") or ()]
+        else:
+            continue
+        for text in texts:
+            counted[text] = counted.get(text, 0) + 1
+    return [{"text": text, "count": count} for text, count in counted.items()]
+
+
+def _producers(hits: list[dict[str, Any]]) -> str:
+    seen: list[str] = []
+    for hit in hits:
+        made = hit.get("producer") or {}
+        if not made:
+            continue
+        rank = made.get("rank")
+        who = f"{made.get('host')}" + (f" rank {rank}" if rank is not None else "")
+        if who not in seen:
+            seen.append(who)
+    return ", ".join(seen[:4]) + (", ..." if len(seen) > 4 else "")
 
 
 def _cpu_only(summary: dict[str, Any]) -> bool:
@@ -336,13 +385,33 @@ def format_table(summary: dict[str, Any]) -> str:
                  f"{t['capped']} capped, {t['budget_dropped']} dropped by the budget, "
                  f"{t['rejected']} rejected")
     if t["cache_hits"]:
+        hits = summary["cache_hits"]
+        remote = sum(1 for h in hits if h.get("source") == "remote")
+        producers = _producers(hits)
         graphs = "graph" if t["cache_hits"] == 1 else "graphs"
         lines.append(f"{t['cache_hits']} {graphs} loaded from cache (autotuned earlier under "
-                     "the same settings)")
+                     f"the same settings): {len(hits) - remote} local, {remote} remote"
+                     + (f"; made by {producers}" if producers else ""))
     if t.get("no_template"):
         lines.append(no_template_advice(t["no_template"], t["ops"],
                                         summary.get("no_template_devices") or [],
                                         summary.get("gates") or []))
+    if t["unverified"] or t["refused_hits"]:
+        parts = []
+        if t["unverified_ops"]:
+            s_ = "s" if t["unverified_ops"] != 1 else ""
+            parts.append(f"{t['unverified_ops']} op{s_} taken without a check")
+        if t["unverified_hits"]:
+            parts.append(f"{t['unverified_hits']} cache hit(s) unverified")
+        if t["refused_hits"]:
+            parts.append(f"{t['refused_hits']} cache hit(s) refused (require_manifest)")
+        lines.append("unverified: " + ", ".join(parts))
+    else:
+        lines.append("unverified: 0")
+    if summary["notes"]:
+        lines.append("notes:")
+        lines += [f"  {n['text']}" + (f" (x{n['count']})" if n["count"] > 1 else "")
+                  for n in summary["notes"]]
     if any(o["speedup"] for o in summary["ops"]) and _cpu_only(summary):
         lines.append("note: CPU timings of tiny kernels are mostly noise (microseconds, "
                      "shared cores): the speed-ups above say little about real workloads")

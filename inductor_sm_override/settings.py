@@ -110,6 +110,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "strict": (_check_bool, False),
     "search_space": (_check_search_space, True),
     "quiet": (_check_bool, True),
+    "require_manifest": (_check_bool, False),
 }
 
 
@@ -159,6 +160,9 @@ class Settings:
     strict: bool = False
     search_space: str | None = None
     quiet: bool | None = None  # None: progress lines only when stderr is a terminal
+    # a cache hit whose manifest is missing, corrupted or from another device / SM count /
+    # settings is a miss (compiled and checked here) instead of a hit reported unverified
+    require_manifest: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -77,3 +77,26 @@ def cpu_model():
         torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 32)
     ).eval()
     return model, torch.randn(16, 64)
+
+
+@pytest.fixture(scope="session")
+def redis_session():
+    """One real redis-server for the session (127.0.0.1, free port, no persistence),
+    stopped by its pid at the end. Skipped, with the reason, only where none can run."""
+    from redis_server import RedisServer, missing
+
+    why = missing()
+    if why is not None:
+        print(f"\nskipping Redis tests: {why}")
+        pytest.skip(why)
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session):
+    """The session's redis-server, emptied for this test."""
+    redis_session.flush()
+    yield redis_session
+    redis_session.flush()
