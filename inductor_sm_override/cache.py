@@ -1,6 +1,7 @@
 """Keep Inductor's caches honest across settings.
 
-- FX graph cache (and the AOT autograd cache built on its key): salted. Inside a block
+- FX graph cache (and the AOT autograd cache built on its key): salted. During a compile
+  under override settings (compile_scope.py, in the compiling thread)
   ``config.post_grad_custom_post_pass`` becomes a no-op pass (wrapping the user's own
   passes, which still run) whose ``uuid()`` encodes the settings that change what is
   compiled, so a graph compiled under one set of settings (or none) is never served under
@@ -8,17 +9,20 @@
 - Autotune caches (local / remote): switched off inside verified blocks (autotune.py), so
   an unverified winner can never skip verification and a rejected one is never stored.
 - The lazy-compile trap: graphs are tagged with the settings they were compiled under;
-  running one inside a block whose settings differ warns once per graph.
+  running one inside a block whose settings differ warns once per graph (not for graphs of
+  ``iso.backend``, whose settings are bound on purpose).
 - Cache hits are visible: a graph that Inductor loads from the FX graph cache inside a
   block (``FxGraphCache.load_with_key``, the one loader of torch 2.11 and 2.13, used by
   compile_fx and by the AOT autograd cache) was autotuned earlier under the same settings
   and is not autotuned now: it gives a ``cache_hit`` event (graph key, settings), kept in
-  :func:`cache_hits` and written to the report, instead of silence.
+  :func:`cache_hits` and written to the report, instead of silence. Only a load whose key
+  was salted with the settings in force is such a hit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -39,6 +43,7 @@ _NOT_COMPILED = ("report", "quiet", "strict")
 _UNTAGGED = "<compiled outside any override block>"
 
 
+@functools.lru_cache(maxsize=256)
 def settings_key(settings: Settings | None) -> str:
     """The part of the settings that changes compiled code, as a stable text."""
     if settings is None:
@@ -117,11 +122,18 @@ _TAG = "_inductor_sm_override_compiled_under"
 _WARNED = "_inductor_sm_override_trap_warned"
 
 
+_BOUND = "<bound to its compiled function by iso.backend>"
+
+
 def _tag_compiled(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Around CompiledFxGraph.post_compile (fresh compiles and cache loads alike): remember
     the settings the graph was made (or loaded) under."""
+    from .compile_scope import current
+
+    binding = current()
+    tag = _BOUND if binding is not None and binding.bound else settings_key(state.current())
     with contextlib.suppress(Exception):  # a slotted/frozen object cannot be tracked
-        setattr(instance, _TAG, settings_key(state.current()))
+        setattr(instance, _TAG, tag)
     return wrapped(*args, **kwargs)
 
 
@@ -130,7 +142,8 @@ def _check_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     settings = state.current()
     if settings is not None and instance is not None:
         made = getattr(instance, _TAG, _UNTAGGED)
-        if made != settings_key(settings) and not getattr(instance, _WARNED, False):
+        if made != _BOUND and made != settings_key(settings) and \
+                not getattr(instance, _WARNED, False):
             with contextlib.suppress(Exception):
                 setattr(instance, _WARNED, True)
             _warn_trap(instance, made)
@@ -144,8 +157,9 @@ def _warn_trap(graph: Any, made: str) -> None:
         f"inductor_sm_override: a compiled graph {name[:16]} was compiled {where} and is now "
         "called inside an override block: it keeps its old kernels, so the override does "
         "nothing for it. Compile it (its first call) inside the block, call "
-        "torch._dynamo.reset() before the block, or use iso.compile(...), which enters the "
-        "settings on every call."
+        "torch._dynamo.reset() before the block, or compile it with "
+        "torch.compile(model, backend=iso.backend(...)) or iso.compile(...), whose settings "
+        "are bound to the compiled function (its recompiles use them wherever they happen)."
     )
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
@@ -170,11 +184,24 @@ def clear_cache_hits() -> None:
         _hits.clear()
 
 
+def salted_for(settings: Settings) -> bool:
+    """Whether this thread's FX-graph-cache key is salted with ``settings`` right now."""
+    import torch._inductor.config as config
+
+    current = getattr(config, "post_grad_custom_post_pass", None)
+    return _salted_class is not None and isinstance(current, _salted_class) and \
+        current.salt == settings_key(settings)
+
+
 def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event."""
-    result = wrapped(*args, **kwargs)
+    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event,
+    if its key was salted with the settings in force (a graph made under them)."""
+    from .compile_scope import graph_scope
+
     settings = state.current()
-    if settings is None:
+    with graph_scope(settings):  # one graph (AOT autograd's cache bypasses inner compiles)
+        result = wrapped(*args, **kwargs)
+    if settings is None or not salted_for(settings):
         return result
     try:
         graph, info = result
@@ -219,22 +246,32 @@ def _load_patch() -> Patch | None:
                  staticmethod(wrapt.FunctionWrapper(owned.__func__, _on_load)))
 
 
-def build_patches() -> list[Patch]:
-    """Tag compiled graphs and check them at call time (while any block is active); record
-    FX-graph-cache hits."""
-    load = _load_patch()
-    patches = [load] if load is not None else []
+def _graph_class() -> Any:
     try:
         from torch._inductor import output_code
     except Exception:
-        return patches
+        return None
     graph_cls = getattr(output_code, "CompiledFxGraph", None)
     owned = vars(graph_cls) if graph_cls is not None else {}
-    if "__call__" not in owned or "post_compile" not in owned:
-        return patches
-    return [
-        *patches,
-        Patch(graph_cls, "post_compile", wrapt.FunctionWrapper(owned["post_compile"],
-                                                               _tag_compiled)),
-        Patch(graph_cls, "__call__", wrapt.FunctionWrapper(owned["__call__"], _check_call)),
-    ]
+    return graph_cls if "__call__" in owned and "post_compile" in owned else None
+
+
+def build_patches() -> list[Patch]:
+    """Compile-time hooks: tag compiled graphs with their settings; record FX-graph-cache
+    hits."""
+    load = _load_patch()
+    patches = [load] if load is not None else []
+    graph_cls = _graph_class()
+    if graph_cls is not None:
+        patches.append(Patch(graph_cls, "post_compile", wrapt.FunctionWrapper(
+            vars(graph_cls)["post_compile"], _tag_compiled)))
+    return patches
+
+
+def build_call_patches() -> list[Patch]:
+    """Call-time check of the lazy-compile trap (held by blocks only)."""
+    graph_cls = _graph_class()
+    if graph_cls is None:
+        return []
+    return [Patch(graph_cls, "__call__", wrapt.FunctionWrapper(vars(graph_cls)["__call__"],
+                                                               _check_call))]
