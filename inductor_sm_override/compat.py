@@ -34,6 +34,7 @@ CONFIG_MODULE = "torch._inductor.config"
 ENTRY_MODULE = "torch._inductor.compile_fx"  # Inductor's compile entry: compile_fx(...)
 ENTRY_NAME = "compile_fx"
 FUNCTORCH_CONFIG = "torch._functorch.config"
+DYNAMO_FRAMES = "torch._dynamo.convert_frame"  # holds dynamo's process-wide compile_lock
 NON_LAZY_BACKWARD = "force_non_lazy_backward_lowering"
 
 
@@ -127,6 +128,7 @@ class Plan:
     entry_owner: ModuleType | None = None  # module whose ``compile_fx`` is the compile entry
     inner_compile: Callable[..., Any] | None = None  # compile_fx's default inner_compile
     functorch_config: ModuleType | None = None
+    compile_lock: Any = None  # dynamo's compile lock (an RLock), None where not found
 
     @property
     def supported(self) -> bool:
@@ -242,6 +244,10 @@ def build_plan(
     plan.hooks["non_lazy_backward"] = functorch is not None and hasattr(functorch,
                                                                           NON_LAZY_BACKWARD)
     _find_entry(plan, modules.get(ENTRY_MODULE))
+    # dynamo compiles every frame holding this RLock, and AOT autograd's backward compile
+    # takes it too (2.11 compile_fx.py:2416, 2.13 :2573): compiles through torch.compile
+    # already run one at a time, process-wide, in every release read
+    plan.compile_lock = getattr(modules.get(DYNAMO_FRAMES), "compile_lock", None)
     return plan
 
 
@@ -287,6 +293,20 @@ def scope_of(module: Any) -> str:
                 getattr(module, "patch", None)):
             return config_scope.THREAD
     return config_scope.PROCESS
+
+
+_OWN_COMPILE_LOCK = threading.RLock()
+
+
+def compile_exclusion(plan: Plan) -> Any:
+    """What a compile under override settings holds from before its config goes in until
+    after it is restored: dynamo's compile lock (an RLock; torch holds it around every
+    frame dynamo compiles and every backward compile, so taking it first keeps torch's lock
+    order, and it is re-entrant there). Compiles then run one at a time, each under its own
+    settings, on every release; where Inductor's config is process-global (< 2.13) plain
+    compiles entering while the toolkit's patches are held take it too, so none sees
+    another compile's config."""
+    return plan.compile_lock if plan.compile_lock is not None else _OWN_COMPILE_LOCK
 
 
 def enter_config(changes: ConfigChanges) -> Handle:
@@ -341,7 +361,7 @@ def current_plan(refresh: bool = False) -> Plan:
             import torch
 
             for name in (GATE_MODULE, HINTS_MODULE, SELECT_MODULE, ENTRY_MODULE,
-                         FUNCTORCH_CONFIG):
+                         FUNCTORCH_CONFIG, DYNAMO_FRAMES):
                 try:
                     importlib.import_module(name)
                 except Exception:

@@ -9,8 +9,12 @@ This module applies them, around Inductor's compile entry
 
 1. the toolkit's patches are held (refcounted; a gate that another library replaced
    meanwhile is adopted, gate.py);
-2. on torch < 2.13, where Inductor's config is process-global, compiles that need
-   different config never overlap (``config_scope.ConfigGroups``);
+2. the compile holds dynamo's compile lock from before its config is applied until after
+   it is restored (``compat.compile_exclusion``): torch already holds it around every frame
+   dynamo compiles and every backward compile (compiles through ``torch.compile`` run one
+   at a time), and this extends it to ``compile_fx`` called directly. Where Inductor's
+   config is process-global (torch < 2.13), a compile without override settings that
+   enters while the patches are held takes it too, so no compile sees another's config;
 3. the settings are pushed on this thread's context stack (``state.push_pinned``), so the
    gate, the SM simulation and the autotune hooks read them;
 4. the config a compile needs is applied through compat's config adapter (per thread from
@@ -39,7 +43,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import wrapt
@@ -74,15 +78,6 @@ def current() -> Binding | None:
     return _BINDING.get()
 
 
-def _group(settings: Settings | None, config: Mapping[str, Any]) -> Hashable:
-    if settings is None and not config:
-        return ()
-    from .cache import settings_key
-
-    return (settings_key(settings) if settings is not None else None,
-            tuple(sorted((k, repr(v)) for k, v in config.items())))
-
-
 def _settings_changes(plan: compat.Plan, settings: Settings) -> list[ConfigChanges]:
     import torch._inductor.config as inductor_config
 
@@ -113,9 +108,7 @@ def applied(binding: Binding) -> Iterator[None]:
             PATCHES.acquire()
             stack.callback(PATCHES.release)
             adopt_replacements(plan, PATCHES)
-        if plan.config_scope == config_scope.PROCESS:
-            stack.enter_context(config_scope.CONFIG_GROUPS.hold(_group(settings,
-                                                                       binding.config)))
+        stack.enter_context(compat.compile_exclusion(plan))
         if binding.config:
             import torch._inductor.config as inductor_config
 

@@ -14,21 +14,19 @@ Two layouts exist (compat decides which one the running torch has, see
   sets its own value (the most recently entered live holder's value is in force), and the
   last holder to leave restores the original exactly. A value that user code assigns to
   a held key becomes the value restored when the last holder leaves (never lost).
-  Compiles that need different values must not overlap there: :class:`ConfigGroups` lets
-  compiles of one group (the same changes) run at once and makes another group wait.
+  Compiles that need different values must not overlap there: compile_scope.py holds
+  dynamo's compile lock for the whole compile on this layout.
 
 This module must not import torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import logging
 import threading
-from collections import deque
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger("inductor_sm_override")
@@ -181,63 +179,3 @@ def enter_thread_local(module: Any, changes: Mapping[str, Any]) -> Handle:
         handle.exit()
         raise
     return handle
-
-
-class ConfigGroups:
-    """Process-global config (torch < 2.13): compiles of different groups never overlap.
-
-    A group names the config a compile needs (the same settings give the same group; a
-    compile without override settings is the group ``()``). Compiles of the running group
-    enter at once; a compile of another group waits until every compile of the running
-    group has left. Waiting groups are served in arrival order, so none starves. A thread
-    that is already inside (a compile nested in a compile) enters at once, whatever its
-    group. Thread-safe; this is not used where config is per thread.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._group: Hashable = None
-        self._holders = 0
-        self._queue: deque[tuple[object, Hashable]] = deque()
-        self._local = threading.local()
-
-    @property
-    def running(self) -> tuple[Hashable, int]:
-        """(group running now, compiles inside it) — for tests and status."""
-        with self._cond:
-            return self._group, self._holders
-
-    def _may_enter(self, ticket: object, group: Hashable) -> bool:
-        for waiting, wanted in self._queue:  # nobody of another group arrived earlier
-            if waiting is ticket:
-                break
-            if wanted != group:
-                return False
-        return self._holders == 0 or self._group == group
-
-    @contextlib.contextmanager
-    def hold(self, group: Hashable) -> Iterator[None]:
-        depth = getattr(self._local, "depth", 0)
-        with self._cond:
-            if depth == 0:
-                ticket = object()
-                self._queue.append((ticket, group))
-                try:
-                    self._cond.wait_for(lambda: self._may_enter(ticket, group))
-                finally:
-                    self._queue.remove((ticket, group))
-                self._group = group
-            self._holders += 1
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            with self._cond:
-                self._holders -= 1
-                if self._holders == 0:
-                    self._group = None
-                self._cond.notify_all()
-
-
-CONFIG_GROUPS = ConfigGroups()

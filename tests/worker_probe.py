@@ -14,8 +14,11 @@ import sys
 import threading
 
 import torch
-import torch._inductor.compile_fx  # noqa: F401 - Inductor imported by the main thread (the
-import torch._inductor.config as inductor_config  # env layer goes in here), compiled elsewhere
+
+# Inductor's entry module imported by the main thread (the env layer goes in here, as in an
+# application that compiled something before starting its workers)
+import torch._inductor.compile_fx
+import torch._inductor.config as inductor_config
 from torch._dynamo.utils import counters
 
 import inductor_sm_override as iso
