@@ -127,6 +127,7 @@ class Plan:
     config_scope: str = config_scope.PROCESS  # Inductor config: "thread" or "process"
     entry_owner: ModuleType | None = None  # module whose ``compile_fx`` is the compile entry
     inner_compile: Callable[..., Any] | None = None  # compile_fx's default inner_compile
+    entry_params: frozenset[str] = frozenset()  # compile_fx's parameter names
     functorch_config: ModuleType | None = None
     compile_lock: Any = None  # dynamo's compile lock (an RLock), None where not found
 
@@ -277,6 +278,7 @@ def _find_entry(plan: Plan, owner: ModuleType | None) -> None:
         plan.hooks["compile_entry"] = False
         return
     plan.entry_owner, plan.inner_compile = owner, inner.default
+    plan.entry_params = frozenset(params)
     plan.hooks["compile_entry"] = True
 
 

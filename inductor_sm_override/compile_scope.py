@@ -173,15 +173,20 @@ def compile_under(binding: Binding, entry: Callable[..., Any], args: tuple,
         return entry(*args, **kwargs)
 
 
-def compile_bound(model: Any, example_inputs: Any, binding: Binding) -> Any:
-    """``iso.backend``'s compile: Inductor's compile entry under ``binding``."""
+def compile_bound(model: Any, example_inputs: Any, binding: Binding,
+                  region: str | None = None) -> Any:
+    """``iso.backend``'s compile: Inductor's compile entry under ``binding`` (``region``:
+    torch.compile's ``name=``, compile_fx's ``compile_region_name`` where it has one)."""
     plan = compat.current_plan()
     if plan.entry_owner is None:  # no compile entry we know: plain torch, mode/options kept
         from torch._inductor.compile_fx import compile_fx
 
         return compile_fx(model, example_inputs, config_patches=dict(binding.config))
     entry = getattr(plan.entry_owner, compat.ENTRY_NAME)  # our wrapper passes through here
-    return compile_under(binding, entry, (model, example_inputs), {})
+    kwargs = {}
+    if region and "compile_region_name" in plan.entry_params:
+        kwargs["compile_region_name"] = region
+    return compile_under(binding, entry, (model, example_inputs), kwargs)
 
 
 def _entry(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

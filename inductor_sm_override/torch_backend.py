@@ -10,13 +10,15 @@ compile, and holds the toolkit's patches only while it runs. Calling the compile
 function does no toolkit work.
 
 ``torch.compile`` passes its ``mode=`` / ``options=`` to a callable backend as keyword
-arguments (``torch._TorchCompileWrapper``, 2.4-2.15); they replace the backend's own mode
-and extend its options for that compile. Both are applied as Inductor config patches for
-the compile and its later graphs, validated the way torch.compile validates them.
+arguments (``torch._TorchCompileWrapper``, 2.4-2.15; 2.15 also ``name=``); they replace the
+backend's own mode and extend its options for that compile. Both are applied as Inductor
+config patches for the compile and its later graphs, validated the way torch.compile
+validates them. ``name`` becomes ``compile_fx``'s ``compile_region_name`` where it has one.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +27,7 @@ from .budget import Budget
 from .settings import Settings
 
 DEFAULT_MODE = "max-autotune-no-cudagraphs"
+log = logging.getLogger("inductor_sm_override")
 
 
 class backend:  # noqa: N801 - lower-case like torch's backends: iso.backend(...)
@@ -52,11 +55,10 @@ class backend:  # noqa: N801 - lower-case like torch's backends: iso.backend(...
         return f"iso.backend(mode={self.mode!r}, settings={self.settings!r})"
 
     def _config_for(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(kwargs) - {"mode", "options"})
-        if unknown:
-            raise TypeError(f"iso.backend got unexpected argument(s) {unknown} from "
-                            "torch.compile; it accepts mode= and options=")
-        if not kwargs:
+        unknown = sorted(set(kwargs) - {"mode", "options", "name"})
+        if unknown:  # a newer torch passing more: compile on, without them
+            log.warning("iso.backend: ignoring torch.compile argument(s) %s", unknown)
+        if "mode" not in kwargs and "options" not in kwargs:
             return dict(self.config)
         mode = kwargs.get("mode") or self.mode
         options = {**self.options, **(kwargs.get("options") or {})}
@@ -67,7 +69,7 @@ class backend:  # noqa: N801 - lower-case like torch's backends: iso.backend(...
 
         binding = Binding(self.settings, self.budget, bound=True,
                           config=self._config_for(kwargs))
-        return compile_bound(model, example_inputs, binding)
+        return compile_bound(model, example_inputs, binding, region=kwargs.get("name"))
 
     def reset(self) -> None:
         """Called by ``torch._dynamo.reset()``: drop CUDA-graph trees, as Inductor's own
