@@ -49,7 +49,7 @@ def test_compile_budget_and_verify_overhead_smoke():
 
 def test_call_overhead_smoke():
     out = _run("call_overhead.py", "--smoke", "--json", "--no-write")
-    result = json.loads(out.stdout[out.stdout.index("{"):])
+    result = json.loads(out.stdout[out.stdout.index("{\n  \"benchmark\""):])
     assert set(result["ratio_to_torch_compile"]) == {
         "eager", "torch.compile", "compiled in iso.override()", "iso.compile", "iso.backend"}
     assert result["ratio_to_torch_compile"]["torch.compile"] == 1.0

@@ -98,6 +98,26 @@ def test_backend_lazy_backward_outside_any_block_uses_the_bound_settings(graphs,
     assert not PATCHES.installed and iso.status()["active"] is None
 
 
+@pytest.mark.gpu
+def test_cuda_lazy_backward_compiles_under_the_bound_settings(graphs, lazy_backward):
+    """On CUDA (torch 2.11) the lazy backward runs on autograd's device thread, which does not
+    see the caller's context: the bound inner compile applies the settings there."""
+    model = _mlp().cuda().half()
+    x = torch.randn(64, 32, device="cuda", dtype=torch.half)
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    compiled = torch.compile(model, backend=iso.backend(max_choices=2))
+    out = compiled(x)
+    assert len(graphs) == 1 and not _mms(iso.decisions())
+    out.float().sum().backward()
+    assert len(graphs) == 2, graphs
+    backward = graphs[1]
+    assert backward["settings"].max_choices == 2 and backward["active"] == backward["settings"]
+    assert backward["salted"] and backward["patched"]
+    assert _mms(iso.decisions())  # backward GEMMs autotuned (templates offered) under them
+    assert model[0].weight.grad is not None and not PATCHES.installed
+
+
 def test_block_lazy_backward_after_the_block_uses_the_block_settings(graphs, lazy_backward):
     """Before the fix a backward compiled after the block ran with no settings at all."""
     model, x = _mlp(24), torch.randn(8, 24)
