@@ -15,6 +15,7 @@ import torch
 
 import inductor_sm_override as iso
 
+
 def _non_lazy_backward() -> bool:
     from inductor_sm_override import compat
 
