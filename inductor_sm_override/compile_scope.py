@@ -61,7 +61,8 @@ GRAPH_HOOKS: list[Callable[[Settings], contextlib.AbstractContextManager]] = []
 class Binding:
     """What one compile, and every later graph of it, is compiled under."""
 
-    settings: Settings | None  # None: no override (only kept apart from others, < 2.13)
+    settings: Settings | None  # None: a plain compile (held back only where config is
+    # process-global, so that it never sees another compile's config)
     budget: Budget | None = None
     bound: bool = False  # iso.backend: the settings belong to the compiled function
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # mode/options
