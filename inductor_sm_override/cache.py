@@ -6,8 +6,9 @@
   passes, which still run) whose ``uuid()`` encodes the settings that change what is
   compiled, so a graph compiled under one set of settings (or none) is never served under
   another, and the same settings still hit, in any process.
-- Autotune caches (local / remote): switched off inside verified blocks (autotune.py), so
-  an unverified winner can never skip verification and a rejected one is never stored.
+- Autotune caches (local / remote): switched off in compiles under verified settings
+  (autotune.py), so an unverified winner can never skip verification and a rejected one
+  is never stored.
 - The lazy-compile trap: graphs are tagged with the settings they were compiled under;
   running one inside a block whose settings differ warns once per graph (not for graphs of
   ``iso.backend``, whose settings are bound on purpose).
@@ -95,7 +96,8 @@ def _salted_pass_class() -> type:
 
 
 def salted_post_pass(current: Any, settings: Settings) -> Any | None:
-    """The value for ``config.post_grad_custom_post_pass`` in a block, or None to leave it.
+    """The value for ``config.post_grad_custom_post_pass`` in a compile under ``settings``,
+    or None to leave it.
 
     The user's passes are kept (run first). If one of them is a plain callable (no uuid),
     torch already bypasses the FX graph cache, so nothing needs salting.
@@ -194,8 +196,8 @@ def salted_for(settings: Settings) -> bool:
 
 
 def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event,
-    if its key was salted with the settings in force (a graph made under them)."""
+    """Around FxGraphCache.load_with_key: a hit under override settings becomes a cache_hit
+    event, if its key was salted with the settings in force (a graph made under them)."""
     from .compile_scope import graph_scope
 
     settings = state.current()

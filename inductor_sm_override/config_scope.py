@@ -105,7 +105,7 @@ class ProcessConfig:
             return
         if not _same(now, slot.applied):
             slot.original = slot.applied = now
-            log.debug("config %s.%s was set by user code inside a block: restored to it",
+            log.debug("config %s.%s was set by user code while held: restored to it",
                       getattr(module, "__name__", "?"), key)
 
     def _leave(self, module: Any, token: int, keys: tuple[str, ...] | list[str]) -> None:
