@@ -19,6 +19,7 @@ _LAZY = {
     "override": "block",
     "status": "block",
     "compile": "checked",
+    "backend": "torch_backend",
     "decisions": "autotune",
     "clear_decisions": "autotune",
     "cache_hits": "cache",
@@ -31,6 +32,7 @@ __all__ = [
     "SettingsError",
     "UnsupportedTorchError",
     "__version__",
+    "backend",
     "cache_hits",
     "clear_cache_hits",
     "clear_decisions",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from .errors import SettingsError, UnsupportedTorchError
     from .limit import limit_sms
     from .settings import Settings
+    from .torch_backend import backend
 
 
 def __getattr__(name: str) -> object:  # PEP 562

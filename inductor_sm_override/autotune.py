@@ -775,9 +775,9 @@ def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
 
 
 def block_changes(settings: Settings) -> dict[str, Any]:
-    """The Inductor config of a block: :func:`config_changes` plus the FX-graph-cache salt
-    (cache.py), which wraps the user's current post-grad pass. Built once per
-    (settings, user pass): iso.compile enters its settings on every call."""
+    """The Inductor config of a compile under ``settings`` (compile_scope.py):
+    :func:`config_changes` plus the FX-graph-cache salt (cache.py), which wraps the user's
+    current post-grad pass. Built once per (settings, user pass)."""
     import torch._inductor.config as config
 
     user_pass = getattr(config, "post_grad_custom_post_pass", None)

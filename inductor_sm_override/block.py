@@ -10,19 +10,18 @@ from typing import Any
 import wrapt
 
 from . import compat, state
-from .config_scope import ConfigChanges
 from .patching import PatchSet
 from .settings import Settings
 
 
 def _build() -> list:
-    from . import autotune, cache, gate
+    from . import autotune, cache, compile_scope, gate
 
     plan = compat.current_plan()
     patches = gate.build_patches(plan)
     if plan.selector is not None:
         patches += autotune.build_patches(plan.selector)
-    return patches + cache.build_patches()
+    return patches + cache.build_patches() + compile_scope.build_patches(plan)
 
 
 def _edge() -> None:
@@ -31,80 +30,52 @@ def _edge() -> None:
     clear_caches(compat.current_plan())
 
 
+def _build_call_checks() -> list:
+    from . import cache
+
+    return cache.build_call_patches()
+
+
+# Held while any settings can apply (blocks, the env layer, each iso.backend compile): the
+# gate, autotune, cache and compile-entry hooks. Compiled code never calls into them.
 PATCHES = PatchSet(_build, _edge)
-
-
-def _block_config(settings: Settings) -> ConfigChanges | None:
-    import torch._inductor.config as config
-
-    from .autotune import block_changes
-
-    changes = block_changes(settings)
-    return ConfigChanges(config, changes) if changes else None
-
-
-def _functorch_config(settings: Settings) -> ConfigChanges | None:
-    from .training import functorch_config
-
-    return functorch_config(settings)
-
-
-# Per-block enter hooks: name -> factory(settings) returning None, a ``ConfigChanges``
-# (a torch config module and the values the block needs) or a context manager.
-# ConfigChanges are applied through compat's config adapter: in the entering thread where
-# torch's config is thread-local (>= 2.13), refcounted process-wide where it is not
-# (first block applies, last block restores exactly). Return ConfigChanges for any torch
-# config module; a bare ``module.patch(...)`` would leak across threads before 2.13.
-BLOCK_HOOKS: dict[str, Any] = {"inductor_config": _block_config,
-                               "functorch_config": _functorch_config}
-
-
-def _enter_hook(factory: Any, settings: Settings) -> Any:
-    made = factory(settings)
-    if made is None:
-        return None
-    if isinstance(made, ConfigChanges):
-        return compat.enter_config(made) if made.changes else None
-    made.__enter__()
-    return made
+# Held by blocks only: the lazy-compile-trap check on calls of compiled graphs (a graph
+# compiled outside a block, called inside one). The only toolkit work on a call, and only
+# inside a block.
+CALL_CHECKS = PatchSet(_build_call_checks)
 
 
 @dataclasses.dataclass
 class Activation:
     entry: state.Entry
     patched: bool
-    hooks: list[Any]
 
 
 def activate(layer: dict[str, Any]) -> Activation:
-    """Push a layer for this thread/task and install the patches if it is the first."""
+    """Push a layer for this thread/task and hold the patches (the first block installs
+    them). The settings reach a compile at Inductor's compile entry (compile_scope.py)."""
     entry = state.push(layer)
-    settings = entry.effective
     patched = False
-    hooks: list[Any] = []
     try:
         plan = compat.current_plan()
-        if compat.check_plan(plan, settings):
+        if compat.check_plan(plan, entry.effective):
             PATCHES.acquire()
             patched = True
-        for factory in list(BLOCK_HOOKS.values()):
-            manager = _enter_hook(factory, settings)
-            if manager is not None:
-                hooks.append(manager)
+            CALL_CHECKS.acquire()
     except BaseException:
-        deactivate(Activation(entry, patched, hooks))
+        deactivate(Activation(entry, patched))
         raise
-    return Activation(entry, patched, hooks)
+    return Activation(entry, patched)
 
 
 def deactivate(activation: Activation, exc_info: tuple = (None, None, None)) -> None:
-    """End a block: undo its hooks, pop its layer, release the patches (last one uninstalls)."""
+    """End a block: pop its layer, release the patches (the last one uninstalls)."""
     try:
-        while activation.hooks:
-            activation.hooks.pop().__exit__(*exc_info)
-    finally:
         state.pop(activation.entry)
+    finally:
         if activation.patched:
+            activation.patched = False
+            CALL_CHECKS.release()
             PATCHES.release()
 
 
@@ -177,18 +148,25 @@ class override:  # noqa: N801 - lower-case like contextlib.suppress: it is used 
 def status() -> dict[str, Any]:
     """Where the override stands in this thread/task and process.
 
-    Keys: torch_version, supported, tested, patched, active (effective settings dict or
-    None), sites (binding sites of the gate), depth, refcount, base (env layer), problems.
+    Keys: torch_version, supported, tested, problems, sites (binding sites of the gate),
+    hooks, config_scope ("thread": Inductor's config per thread, torch >= 2.13;
+    "process": process-global), patched, active (effective settings dict or None), depth,
+    refcount, base (env layer), gate_replaced_by (site -> the function another library put
+    there while the toolkit held it; the toolkit wraps it and leaves it in place).
     """
+    from .gate import adopt_replacements, replacements
+
     plan = compat.current_plan()
     settings = state.current()
     base = state.base()
     info = plan.describe()
+    replaced = adopt_replacements(plan, PATCHES) if PATCHES.installed else replacements()
     info.update(
         patched=PATCHES.installed,
         active=settings.as_dict() if settings is not None else None,
         depth=state.depth(),
         refcount=PATCHES.count,
         base=None if base is None else {"source": base.source, **base.settings.as_dict()},
+        gate_replaced_by=replaced,
     )
     return info

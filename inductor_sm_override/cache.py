@@ -1,26 +1,31 @@
 """Keep Inductor's caches honest across settings.
 
-- FX graph cache (and the AOT autograd cache built on its key): salted. Inside a block
+- FX graph cache (and the AOT autograd cache built on its key): salted. During a compile
+  under override settings (compile_scope.py, in the compiling thread)
   ``config.post_grad_custom_post_pass`` becomes a no-op pass (wrapping the user's own
   passes, which still run) whose ``uuid()`` encodes the settings that change what is
   compiled, so a graph compiled under one set of settings (or none) is never served under
   another, and the same settings still hit, in any process.
-- Autotune caches (local / remote): switched off inside verified blocks (autotune.py), so
-  an unverified winner can never skip verification and a rejected one is never stored.
+- Autotune caches (local / remote): switched off in compiles under verified settings
+  (autotune.py), so an unverified winner can never skip verification and a rejected one
+  is never stored.
 - The lazy-compile trap: graphs are tagged with the settings they were compiled under;
-  running one inside a block whose settings differ warns once per graph.
+  running one inside a block whose settings differ warns once per graph (not for graphs of
+  ``iso.backend``, whose settings are bound on purpose).
 - Cache hits are visible: a graph that Inductor loads from the FX graph cache inside a
   block (``FxGraphCache.load_with_key``, the one loader of torch 2.11 and 2.13, used by
   compile_fx and by the AOT autograd cache) was autotuned earlier under the same settings
   and is not autotuned now: it gives a ``cache_hit`` event (graph key, settings, source
   local/remote, and from the graph's manifest its producer and ops, or why it is
-  unverified: provenance.py), kept in :func:`cache_hits` and written to the report.
-  With ``require_manifest`` an unverified entry is a miss ('cache_refused' event).
+  unverified: provenance.py), kept in :func:`cache_hits` and written to the report. Only a
+  load whose key was salted with the settings in force is such a hit. With
+  ``require_manifest`` an unverified entry is a miss ('cache_refused' event).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
@@ -41,6 +46,7 @@ _NOT_COMPILED = ("report", "quiet", "strict", "require_manifest")
 _UNTAGGED = "<compiled outside any override block>"
 
 
+@functools.lru_cache(maxsize=256)
 def settings_key(settings: Settings | None) -> str:
     """The part of the settings that changes compiled code, as a stable text."""
     if settings is None:
@@ -92,7 +98,8 @@ def _salted_pass_class() -> type:
 
 
 def salted_post_pass(current: Any, settings: Settings) -> Any | None:
-    """The value for ``config.post_grad_custom_post_pass`` in a block, or None to leave it.
+    """The value for ``config.post_grad_custom_post_pass`` in a compile under ``settings``,
+    or None to leave it.
 
     The user's passes are kept (run first). If one of them is a plain callable (no uuid),
     torch already bypasses the FX graph cache, so nothing needs salting.
@@ -119,11 +126,18 @@ _TAG = "_inductor_sm_override_compiled_under"
 _WARNED = "_inductor_sm_override_trap_warned"
 
 
+_BOUND = "<bound to its compiled function by iso.backend>"
+
+
 def _tag_compiled(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Around CompiledFxGraph.post_compile (fresh compiles and cache loads alike): remember
     the settings the graph was made (or loaded) under."""
+    from .compile_scope import current
+
+    binding = current()
+    tag = _BOUND if binding is not None and binding.bound else settings_key(state.current())
     with contextlib.suppress(Exception):  # a slotted/frozen object cannot be tracked
-        setattr(instance, _TAG, settings_key(state.current()))
+        setattr(instance, _TAG, tag)
     return wrapped(*args, **kwargs)
 
 
@@ -132,7 +146,8 @@ def _check_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     settings = state.current()
     if settings is not None and instance is not None:
         made = getattr(instance, _TAG, _UNTAGGED)
-        if made != settings_key(settings) and not getattr(instance, _WARNED, False):
+        if made != _BOUND and made != settings_key(settings) and \
+                not getattr(instance, _WARNED, False):
             with contextlib.suppress(Exception):
                 setattr(instance, _WARNED, True)
             _warn_trap(instance, made)
@@ -146,8 +161,9 @@ def _warn_trap(graph: Any, made: str) -> None:
         f"inductor_sm_override: a compiled graph {name[:16]} was compiled {where} and is now "
         "called inside an override block: it keeps its old kernels, so the override does "
         "nothing for it. Compile it (its first call) inside the block, call "
-        "torch._dynamo.reset() before the block, or use iso.compile(...), which enters the "
-        "settings on every call."
+        "torch._dynamo.reset() before the block, or compile it with "
+        "torch.compile(model, backend=iso.backend(...)) or iso.compile(...), whose settings "
+        "are bound to the compiled function (its recompiles use them wherever they happen)."
     )
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
@@ -174,17 +190,32 @@ def clear_cache_hits() -> None:
         _refused.clear()
 
 
+def salted_for(settings: Settings) -> bool:
+    """Whether this thread's FX-graph-cache key is salted with ``settings`` right now."""
+    import torch._inductor.config as config
+
+    current = getattr(config, "post_grad_custom_post_pass", None)
+    return _salted_class is not None and isinstance(current, _salted_class) and \
+        current.salt == settings_key(settings)
+
+
 def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Around FxGraphCache.load_with_key: a hit inside a block becomes a cache_hit event,
-    with its source and what its manifest says (provenance.py); with ``require_manifest``
-    an unverified entry is a miss."""
+    """Around FxGraphCache.load_with_key: a hit under override settings becomes a cache_hit
+    event, if its key was salted with the settings in force (a graph made under them), with
+    its source and what its manifest says (provenance.py); with ``require_manifest`` an
+    unverified entry is a miss."""
+    from .compile_scope import graph_scope
+
     settings = state.current()
     if settings is None:
         return wrapped(*args, **kwargs)
     from . import provenance
 
-    with provenance.judging(settings) as load:
+    # one graph (AOT autograd's cache bypasses inner compiles)
+    with graph_scope(settings), provenance.judging(settings) as load:
         result = wrapped(*args, **kwargs)
+    if not salted_for(settings):
+        return result
     try:
         bound = dict(zip(_LOAD_PARAMS, args, strict=False))
         bound.update(kwargs)
@@ -284,25 +315,35 @@ def _load_patch() -> Patch | None:
                  staticmethod(wrapt.FunctionWrapper(owned.__func__, _on_load)))
 
 
+def _graph_class() -> Any:
+    try:
+        from torch._inductor import output_code
+    except Exception:
+        return None
+    graph_cls = getattr(output_code, "CompiledFxGraph", None)
+    owned = vars(graph_cls) if graph_cls is not None else {}
+    return graph_cls if "__call__" in owned and "post_compile" in owned else None
+
+
 def build_patches() -> list[Patch]:
-    """Tag compiled graphs and check them at call time (while any block is active); record
-    FX-graph-cache hits; write and judge manifests (provenance.py)."""
+    """Compile-time hooks: tag compiled graphs with their settings; record FX-graph-cache
+    hits; write and judge manifests (provenance.py)."""
     from . import provenance
 
     load = _load_patch()
     patches = [load] if load is not None else []
     patches += provenance.build_patches()
-    try:
-        from torch._inductor import output_code
-    except Exception:
-        return patches
-    graph_cls = getattr(output_code, "CompiledFxGraph", None)
-    owned = vars(graph_cls) if graph_cls is not None else {}
-    if "__call__" not in owned or "post_compile" not in owned:
-        return patches
-    return [
-        *patches,
-        Patch(graph_cls, "post_compile", wrapt.FunctionWrapper(owned["post_compile"],
-                                                               _tag_compiled)),
-        Patch(graph_cls, "__call__", wrapt.FunctionWrapper(owned["__call__"], _check_call)),
-    ]
+    graph_cls = _graph_class()
+    if graph_cls is not None:
+        patches.append(Patch(graph_cls, "post_compile", wrapt.FunctionWrapper(
+            vars(graph_cls)["post_compile"], _tag_compiled)))
+    return patches
+
+
+def build_call_patches() -> list[Patch]:
+    """Call-time check of the lazy-compile trap (held by blocks only)."""
+    graph_cls = _graph_class()
+    if graph_cls is None:
+        return []
+    return [Patch(graph_cls, "__call__", wrapt.FunctionWrapper(vars(graph_cls)["__call__"],
+                                                               _check_call))]

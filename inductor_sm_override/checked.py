@@ -1,10 +1,11 @@
 """``iso.compile``: compile eagerly under the override, check against eager, fall back.
 
 Stages, each checked on the example inputs against a reference (fp64 where the model
-allows, else eager): ``override`` -> ``plain`` torch.compile -> ``eager``. The returned
-callable keeps the stage that passed in ``.used`` and every check in ``.checks``; later
-calls enter the same settings (cheap: the patches stay installed while it lives), so
-recompiles for new shapes go through the same override and verification.
+allows, else eager): ``override`` (``torch.compile`` with ``iso.backend``: the settings are
+bound to the compiled function) -> ``plain`` torch.compile -> ``eager``. The returned
+callable keeps the stage that passed in ``.used`` and every check in ``.checks``; a call
+is a call of the compiled function (no toolkit work), and recompiles for new shapes, or a
+lazily compiled backward, compile under the same settings (compile_scope.py).
 
 What the checks guarantee (see docs/guide.md):
 
@@ -17,8 +18,10 @@ What the checks guarantee (see docs/guide.md):
   ``fallback_random`` so that compiled code reproduces eager under the same seed, and is
   checked that way; if eager does not even reproduce itself under one seed, no check is
   possible and the stages fail with that reason (the 4x-eager rule never passes it);
-- the model and the inputs are left as they were: every check run gets cloned inputs,
-  the model's buffers are restored after it, gradients are taken with
+- the model and the inputs are left as they were: every check run gets cloned inputs
+  (aliasing, strides and ``requires_grad`` kept, so dynamo's guards pass on the user's own
+  call and the first real call does not compile again), the model's buffers are restored
+  after it, gradients are taken with
   ``torch.autograd.grad`` (no ``.grad`` touched), the RNG state is restored at the end;
 - each ``iso.compile`` compiles a fresh entry point (its own code object), so a second
   ``iso.compile`` of the same model with other settings compiles anew under its own
@@ -35,18 +38,17 @@ import itertools
 import statistics
 import time
 import types
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import outputs, state, training
-from .block import PATCHES, activate, deactivate
 from .errors import SettingsError
 from .settings import Settings
 
 EAGER_ERROR_FACTOR = 4.0  # a compiled output may be this many times eager's own error
 FP64_MAX_PARAMS = 200_000_000
 NOISE = 0.02  # prefer="fastest": the override must be this much faster than plain
+TIMING_ROUNDS = 3  # prefer="fastest": interleaved rounds of median_time_ms per stage
 SEED = 20260
 _entry_ids = itertools.count(1)
 
@@ -66,6 +68,7 @@ class StageCheck:
     graphs: int | None = None  # graphs dynamo compiled for this stage
     grad_max_abs: float | None = None  # gradients checked too (a model that trains)
     path: str = ""  # the output leaf that failed (or the worst one)
+    choice: str = ""  # prefer="fastest": which stage was kept and why (the timings)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,35 +135,23 @@ class CheckedCompiled:
         self.checks: list[StageCheck] = []
         self.stochastic: str = "deterministic"
         self.trains: bool = False
+        self.choice: str = ""  # prefer="fastest": which stage was faster, by how much
         self._compiled: dict[str, Any] = {}
-        self._lease = False
+        self._call: Callable[..., Any] = model
 
-    def _hold_patches(self) -> None:
-        if not self._lease:
-            PATCHES.acquire()
-            self._lease = True
-            weakref.finalize(self, PATCHES.release)
+    def _use(self, stage: str) -> None:
+        self.used = stage
+        self._call = self.model if stage == "eager" else self._compiled[stage]
 
     def release(self) -> None:
-        """Let the patches go now (they also go when this object is garbage-collected)."""
-        if self._lease:
-            self._lease = False
-            PATCHES.release()
+        """Kept for compatibility: the callable holds no patches between calls (its
+        compiles hold them only while they run), so there is nothing to let go."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.used == "eager":
-            return self.model(*args, **kwargs)
-        return self._run(self.used, args, kwargs)
+        return self._call(*args, **kwargs)
 
     def _run(self, stage: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        compiled = self._compiled[stage]
-        if stage != "override":
-            return compiled(*args, **kwargs)
-        activation = activate(self.settings)
-        try:
-            return compiled(*args, **kwargs)
-        finally:
-            deactivate(activation)
+        return self._compiled[stage](*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<iso.compile of {type(self.model).__name__}: used={self.used!r}>"
@@ -311,6 +302,9 @@ def compile(
         raise ValueError(f"reference={reference!r}: expected 'auto', 'fp64' or 'eager'")
     if prefer not in ("override", "fastest"):
         raise ValueError(f"prefer={prefer!r}: expected 'override' or 'fastest'")
+    if "backend" in (compile_kwargs or {}):
+        raise ValueError("iso.compile: compile_kwargs must not name a backend: the override "
+                         "stage compiles with iso.backend, the plain stage with Inductor")
     layer = _settings_layer(settings)
     below = state.current()  # compiled inside a block: its settings are part of ours
     if below is not None:
@@ -322,14 +316,13 @@ def compile(
     runner = _Runner(model, args, kwargs, result.trains)
     with torch.random.fork_rng(devices=_rng_devices()):
         _compile_checked(result, runner, tol, reference, prefer, mode, compile_kwargs or {})
-    if result.used == "override":
-        result._hold_patches()
-    else:
+    failed = next((c for c in result.checks if c.stage == "override" and not c.passed), None)
+    if result.used != "override" or result.choice:
         from .report import emit
 
-        failed = next((c for c in result.checks if c.stage == "override"), None)
-        emit(tol, {"event": "fallback", "used": result.used,
-                   "reason": failed.reason if failed else "",
+        emit(tol, {"event": "fallback" if result.used != "override" else "choice",
+                   "used": result.used,
+                   "reason": failed.reason if failed is not None else result.choice,
                    "checks": [c.as_dict() for c in result.checks]})
     return result
 
@@ -358,16 +351,36 @@ def _compile_checked(result: CheckedCompiled, runner: _Runner, tol: Settings, re
             if prefer == "override":
                 break
     if prefer == "fastest" and len(candidates) > 1:
-        for check in candidates:
-            check.time_ms = _time_stage(result, runner, check.stage)
         forced, plain = candidates
-        # noise-aware: the override must beat plain by more than NOISE to be kept
-        result.used = "override" if forced.time_ms < (1 - NOISE) * plain.time_ms else "plain"
+        samples: dict[str, list[float]] = {"override": [], "plain": []}
+        for _ in range(TIMING_ROUNDS):  # interleaved: drift (clocks, other load) hits both
+            for check in candidates:
+                samples[check.stage].append(_time_stage(result, runner, check.stage))
+        for check in candidates:
+            check.time_ms = statistics.median(samples[check.stage])
+        stage, result.choice = choose_faster(forced.time_ms, plain.time_ms)
+        forced.choice = plain.choice = result.choice
+        result._use(stage)
     elif candidates:
-        result.used = candidates[0].stage
+        result._use(candidates[0].stage)
     else:
-        result.used = "eager"
+        result._use("eager")
         result.checks.append(_eager_check(eager, ref, tol))
+
+
+def choose_faster(override_ms: float, plain_ms: float) -> tuple[str, str]:
+    """prefer="fastest": keep the override only when it is more than NOISE faster than
+    plain (both timed as the same kind of callable: the compiled function, called
+    directly). Returns the stage and why, with the numbers."""
+    gain = 1.0 - override_ms / plain_ms if plain_ms > 0 else 0.0
+    times = f"override {override_ms:.3f} ms, plain {plain_ms:.3f} ms per call"
+    if gain > NOISE:
+        return "override", f"override kept: {gain:.1%} faster than plain ({times})"
+    if gain > 0:
+        return "plain", (f"plain kept: the override was only {gain:.1%} faster ({times}); "
+                         f"it must be more than {NOISE:.0%} faster to be kept")
+    ratio = override_ms / plain_ms if plain_ms > 0 else float("inf")
+    return "plain", f"plain kept: the override took {ratio:.2f}x the plain time ({times})"
 
 
 def _stochastic(runner: _Runner, first: _Run) -> str:
@@ -426,20 +439,26 @@ def _entry_point(model: Any, label: str) -> Callable[..., Any]:
 
 
 def _compile_fn(model: Any, label: str, mode: str, compile_kwargs: dict[str, Any],
-                options: dict[str, Any] | None) -> Any:
+                options: dict[str, Any] | None, settings: dict[str, Any]) -> Any:
+    """torch.compile of a fresh entry point: with ``iso.backend`` (the settings bound to it)
+    for the override stage, with Inductor's own backend for the plain one."""
     import torch
 
     kwargs = dict(compile_kwargs)
-    if options:
-        mine = dict(kwargs.pop("options", None) or {})
-        if kwargs.get("mode", mode) is not None:
+    stage_mode = kwargs.pop("mode", mode)
+    stage_options = {**(kwargs.pop("options", None) or {}), **(options or {})}
+    if label == "override":
+        from .torch_backend import backend
+
+        bound = backend(mode=stage_mode, options=stage_options or None, **settings)
+        return torch.compile(_entry_point(model, label), backend=bound, **kwargs)
+    if stage_options:
+        if stage_mode is not None and stage_mode != "default":
             from torch._inductor import list_mode_options
 
-            mine = {**list_mode_options(kwargs.pop("mode", mode)), **mine}
-        kwargs["options"] = {**mine, **options}
-        return torch.compile(_entry_point(model, label), **kwargs)
-    kwargs.setdefault("mode", mode)
-    return torch.compile(_entry_point(model, label), **kwargs)
+            stage_options = {**list_mode_options(stage_mode), **stage_options}
+        return torch.compile(_entry_point(model, label), options=stage_options, **kwargs)
+    return torch.compile(_entry_point(model, label), mode=stage_mode, **kwargs)
 
 
 def _graph_count() -> int:
@@ -454,7 +473,8 @@ def _try_stage(result: CheckedCompiled, runner: _Runner, stage: str, ref: _Refer
     started = time.perf_counter()
     before = _graph_count()
     try:
-        result._compiled[stage] = _compile_fn(result.model, stage, mode, compile_kwargs, options)
+        result._compiled[stage] = _compile_fn(result.model, stage, mode, compile_kwargs, options,
+                                              result.settings)
         got = runner.run(lambda *a, **k: result._run(stage, a, k), SEED)
     except Exception as exc:
         result._compiled.pop(stage, None)

@@ -31,6 +31,11 @@ GATE_PARAMS = ("index_or_device", "index")  # accepted names of the gate's singl
 HINTS_MODULE = "torch._inductor.runtime.hints"
 SELECT_MODULE = "torch._inductor.select_algorithm"
 CONFIG_MODULE = "torch._inductor.config"
+ENTRY_MODULE = "torch._inductor.compile_fx"  # Inductor's compile entry: compile_fx(...)
+ENTRY_NAME = "compile_fx"
+FUNCTORCH_CONFIG = "torch._functorch.config"
+DYNAMO_FRAMES = "torch._dynamo.convert_frame"  # holds dynamo's process-wide compile_lock
+NON_LAZY_BACKWARD = "force_non_lazy_backward_lowering"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +125,11 @@ class Plan:
     selector: ModuleType | None = None
     hooks: dict[str, bool] = dataclasses.field(default_factory=dict)
     config_scope: str = config_scope.PROCESS  # Inductor config: "thread" or "process"
+    entry_owner: ModuleType | None = None  # module whose ``compile_fx`` is the compile entry
+    inner_compile: Callable[..., Any] | None = None  # compile_fx's default inner_compile
+    entry_params: frozenset[str] = frozenset()  # compile_fx's parameter names
+    functorch_config: ModuleType | None = None
+    compile_lock: Any = None  # dynamo's compile lock (an RLock), None where not found
 
     @property
     def supported(self) -> bool:
@@ -156,6 +166,15 @@ class Plan:
             "hooks": dict(self.hooks),
             "config_scope": self.config_scope,
         }
+
+    def backward_changes(self) -> ConfigChanges | None:
+        """functorch config that makes AOT autograd compile a graph's backward with its
+        forward (``force_non_lazy_backward_lowering``: read in 2.11, 2.13 and 2.15; absent
+        in 2.8 and 2.9, where the backward is compiled lazily, at the first ``.backward()``,
+        through the bound inner compile). None where this torch lacks it."""
+        if not self.hooks.get("non_lazy_backward") or self.functorch_config is None:
+            return None
+        return ConfigChanges(self.functorch_config, {NON_LAZY_BACKWARD: True})
 
 
 def _gate_problem(gate: Any) -> str | None:
@@ -221,7 +240,46 @@ def build_plan(
     config = modules.get(CONFIG_MODULE)
     if config is not None:
         plan.config_scope = scope_of(config)
+    functorch = modules.get(FUNCTORCH_CONFIG)
+    plan.functorch_config = functorch
+    plan.hooks["non_lazy_backward"] = functorch is not None and hasattr(functorch,
+                                                                          NON_LAZY_BACKWARD)
+    _find_entry(plan, modules.get(ENTRY_MODULE))
+    # dynamo compiles every frame holding this RLock, and AOT autograd's backward compile
+    # takes it too (2.11 compile_fx.py:2416, 2.13 :2573): compiles through torch.compile
+    # already run one at a time, process-wide, in every release read
+    plan.compile_lock = getattr(modules.get(DYNAMO_FRAMES), "compile_lock", None)
     return plan
+
+
+def _find_entry(plan: Plan, owner: ModuleType | None) -> None:
+    """The compile entry the settings are applied at: ``compile_fx(model_, example_inputs_,
+    inner_compile=compile_fx_inner, config_patches=None, ...)`` (2.4-2.15). dynamo's
+    ``inductor`` backend and ``torch.compile``'s ``_TorchCompileInductorWrapper`` import it
+    from its module at every call (2.11 ``_dynamo/backends/inductor.py:29``,
+    ``__init__.py:2459``; 2.13 ``:29``, ``:2486``), so the module attribute is the one to wrap.
+    ``inner_compile`` compiles each forward/backward graph (AOT autograd's fw/bw/inference
+    compilers call it, the lazy backward included), so binding it carries the settings to
+    every later graph of that compile."""
+    entry = getattr(owner, ENTRY_NAME, None) if owner is not None else None
+    if entry is None:
+        if owner is not None:
+            plan.problems.append(f"no {ENTRY_NAME} in {ENTRY_MODULE}")
+        plan.hooks["compile_entry"] = False
+        return
+    try:
+        params = inspect.signature(inspect.unwrap(entry)).parameters
+    except (TypeError, ValueError):
+        params = {}
+    inner = params.get("inner_compile")
+    if inner is None or inner.default is inspect.Parameter.empty:
+        plan.problems.append(f"{ENTRY_MODULE}.{ENTRY_NAME} has no inner_compile parameter "
+                             "this release of the package knows")
+        plan.hooks["compile_entry"] = False
+        return
+    plan.entry_owner, plan.inner_compile = owner, inner.default
+    plan.entry_params = frozenset(params)
+    plan.hooks["compile_entry"] = True
 
 
 # --- config adapter: how a block's config changes are applied on this release (H3) --------
@@ -239,6 +297,20 @@ def scope_of(module: Any) -> str:
     return config_scope.PROCESS
 
 
+_OWN_COMPILE_LOCK = threading.RLock()
+
+
+def compile_exclusion(plan: Plan) -> Any:
+    """What a compile under override settings holds from before its config goes in until
+    after it is restored: dynamo's compile lock (an RLock; torch holds it around every
+    frame dynamo compiles and every backward compile, so taking it first keeps torch's lock
+    order, and it is re-entrant there). Compiles then run one at a time, each under its own
+    settings, on every release; where Inductor's config is process-global (< 2.13) plain
+    compiles entering while the toolkit's patches are held take it too, so none sees
+    another compile's config."""
+    return plan.compile_lock if plan.compile_lock is not None else _OWN_COMPILE_LOCK
+
+
 def enter_config(changes: ConfigChanges) -> Handle:
     """Apply a block's config changes in the way this release needs; ``Handle.exit`` undoes
     them. Thread layout: in this thread only. Process layout: refcounted
@@ -246,6 +318,23 @@ def enter_config(changes: ConfigChanges) -> Handle:
     if scope_of(changes.module) == config_scope.THREAD:
         return config_scope.enter_thread_local(changes.module, changes.changes)
     return config_scope.PROCESS_CONFIG.enter(changes.module, changes.changes)
+
+
+def inductor_mode_config(mode: str | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``torch.compile``'s ``mode``/``options`` as Inductor config patches, validated as
+    torch.compile validates them: ``torch._TorchCompileInductorWrapper(mode, options,
+    dynamic)`` (2.4-2.15: ``list_mode_options(mode)`` then the options, ``-`` read as
+    ``_``, an unknown key or a wrong type refused with torch's RuntimeError)."""
+    import torch
+
+    wrapper = getattr(torch, "_TorchCompileInductorWrapper", None)
+    if wrapper is not None:
+        return dict(wrapper(mode, dict(options) if options else None, None).config)
+    from torch._inductor import list_mode_options
+
+    found = dict(list_mode_options(mode)) if mode and mode != "default" else {}
+    found.update({k.replace("-", "_"): v for k, v in (options or {}).items()})
+    return found
 
 
 def _import_sites(entry: VersionEntry | None) -> list[ModuleType]:
@@ -273,7 +362,8 @@ def current_plan(refresh: bool = False) -> Plan:
         if _plan is None or refresh:
             import torch
 
-            for name in (GATE_MODULE, HINTS_MODULE, SELECT_MODULE):
+            for name in (GATE_MODULE, HINTS_MODULE, SELECT_MODULE, ENTRY_MODULE,
+                         FUNCTORCH_CONFIG, DYNAMO_FRAMES):
                 try:
                     importlib.import_module(name)
                 except Exception:

@@ -1,4 +1,4 @@
-"""Apply a block's changes to a torch config module (Inductor's, functorch's) and undo them.
+"""Apply a compile's changes to a torch config module (Inductor's, functorch's) and undo them.
 
 Two layouts exist (compat decides which one the running torch has, see
 ``compat.config_adapter``):
@@ -14,6 +14,8 @@ Two layouts exist (compat decides which one the running torch has, see
   sets its own value (the most recently entered live holder's value is in force), and the
   last holder to leave restores the original exactly. A value that user code assigns to
   a held key becomes the value restored when the last holder leaves (never lost).
+  Compiles that need different values must not overlap there: compile_scope.py holds
+  dynamo's compile lock for the whole compile on this layout.
 
 This module must not import torch.
 """
@@ -103,7 +105,7 @@ class ProcessConfig:
             return
         if not _same(now, slot.applied):
             slot.original = slot.applied = now
-            log.debug("config %s.%s was set by user code inside a block: restored to it",
+            log.debug("config %s.%s was set by user code while held: restored to it",
                       getattr(module, "__name__", "?"), key)
 
     def _leave(self, module: Any, token: int, keys: tuple[str, ...] | list[str]) -> None:

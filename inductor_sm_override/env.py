@@ -1,22 +1,23 @@
 """The process-wide settings layer from INDUCTOR_SM_OVERRIDE* variables.
 
-Installed by the start-up hook when Inductor's gate module is first imported, or by hand
-with :func:`activate_from_env`. A bad value prints one line naming the variable, the
-value and what is accepted, and leaves torch unpatched (``..._STRICT=1``: raises).
+Installed by the start-up hook when Inductor's compile entry module is first imported, or
+by hand with :func:`activate_from_env`. A bad value prints one line naming the variable,
+the value and what is accepted, and leaves torch unpatched (``..._STRICT=1``: raises).
+The layer only says which settings hold in threads outside any block; every compile, in
+whichever thread it runs, applies them at Inductor's compile entry (compile_scope.py).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TextIO
 
 from . import compat, state
 from .budget import Budget
 from .errors import SettingsError, UnsupportedTorchError
 from .settings import ENV_PREFIX, Settings, env_layer, env_switch, env_variables, parse_bool_word
 
-_config_hold: Any = None  # compat config handle of the env layer's Inductor config
 _held = False
 
 
@@ -88,8 +89,7 @@ def activate_from_env(environ: Mapping[str, str], stream: TextIO | None = None,
 
 def install_base(settings: Settings, source: str) -> None:
     """Make ``settings`` the process-wide base layer and install the patches for it."""
-    global _held, _config_hold
-    from .autotune import block_changes
+    global _held
     from .block import PATCHES
 
     if state.base() is not None:
@@ -99,26 +99,15 @@ def install_base(settings: Settings, source: str) -> None:
     budget = Budget(settings.budget_s) if settings.budget_s is not None else None
     state.set_base(state.BaseLayer(settings, source, budget))
     if patched:
-        PATCHES.acquire()
+        PATCHES.acquire()  # the compile-entry wrapper applies the layer to every compile
         _held = True
-    import torch._inductor.config as config
-
-    # torch < 2.13: process-wide, refcounted with the blocks' changes (compat's adapter);
-    # torch >= 2.13: Inductor's config is per thread, so this reaches the thread that
-    # imported Inductor (see docs/environment.md)
-    changes = block_changes(settings)
-    if changes:
-        _config_hold = compat.enter_config(compat.ConfigChanges(config, changes))
 
 
 def uninstall_base() -> None:
-    """Remove the env layer and its patches/config (tests, ``hook`` tooling)."""
-    global _held, _config_hold
+    """Remove the env layer and its patches (tests, ``hook`` tooling)."""
+    global _held
     from .block import PATCHES
 
-    hold, _config_hold = _config_hold, None
-    if hold is not None:
-        hold.exit()
     state.set_base(None)
     if _held:
         _held = False

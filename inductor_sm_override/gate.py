@@ -8,6 +8,8 @@ With ``simulate_sms`` Inductor's device properties report that many SMs.
 from __future__ import annotations
 
 import logging
+import threading
+import warnings
 from typing import Any
 
 import wrapt
@@ -173,8 +175,16 @@ def build_patches(plan: Plan) -> list[Patch]:
     if plan.device_properties is not None and cuda_props is not None:
         wrapper = wrapt.FunctionWrapper(cuda_props, _simulated_cuda_properties)
         patches.append(Patch(torch.cuda, "get_device_properties", wrapper))
-    gate = wrapt.FunctionWrapper(plan.gate, _make_gate(plan))
-    patches += [Patch(site, GATE_NAME, gate) for site in plan.sites]
+    wrappers: dict[int, Any] = {}
+    for site in plan.sites:
+        # wrap what is there now: a function another library put in place after the plan
+        # was read (the toolkit not holding the gate then) keeps answering outside blocks
+        present = vars(site).get(GATE_NAME, plan.gate)
+        if not callable(present):
+            present = plan.gate
+        if id(present) not in wrappers:
+            wrappers[id(present)] = wrapt.FunctionWrapper(present, _make_gate(plan))
+        patches.append(Patch(site, GATE_NAME, wrappers[id(present)]))
     if plan.device_properties is not None:
         raw = vars(plan.device_properties)["create"]
         wrapper = wrapt.FunctionWrapper(raw, _simulated_properties)
@@ -197,8 +207,60 @@ def clear_caches(plan: Plan) -> None:
     """Clear every functools cache holding a gate answer or an SM count (both edges)."""
     if plan.gate is not None:
         _cache_clear(plan.gate)
+    for site in plan.sites:  # another library's gate (an lru_cache'd function) too
+        present = vars(site).get(GATE_NAME)
+        if present is not None and present is not plan.gate:
+            _cache_clear(present)
     if plan.device_properties is not None:
         _cache_clear(vars(plan.device_properties)["create"])
     if plan.max_sms_owner is not None:
         _cache_clear(vars(plan.max_sms_owner)["get_max_num_sms"])
     _logged.clear()
+
+
+# --- a gate replaced by another library while the toolkit holds it -------------------------
+
+_replaced: dict[str, str] = {}  # site -> "module.qualname" of the function put there
+_replaced_lock = threading.Lock()
+_warned_replacements: set[int] = set()
+
+
+def _describe(function: Any) -> str:
+    module = getattr(function, "__module__", None) or "?"
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    return f"{module}.{name}" if name else module
+
+
+def adopt_replacements(plan: Plan, patches: Any) -> dict[str, str]:
+    """Notice a gate that another library replaced while the toolkit holds it (Unsloth
+    assigns ``torch._inductor.utils.is_big_gpu`` its own 80-SM function at import): wrap
+    the newcomer like torch's gate (the toolkit's rule inside override settings, the
+    newcomer's answer outside), warn once naming its module, and leave the newcomer in place
+    when the toolkit lets go. Called at every compile entry (and by ``status()``); returns
+    the replacements seen so far (site -> function)."""
+    for site in plan.sites:
+        newcomer = patches.adopt(site, GATE_NAME,
+                                 lambda present: wrapt.FunctionWrapper(present, _make_gate(plan)))
+        if newcomer is None:
+            continue
+        _cache_clear(newcomer)
+        where, who = f"{site.__name__}.{GATE_NAME}", _describe(newcomer)
+        with _replaced_lock:
+            _replaced[where] = who
+            first = id(newcomer) not in _warned_replacements
+            _warned_replacements.add(id(newcomer))
+        if first:
+            warnings.warn(
+                f"inductor_sm_override: {where} was replaced by {who} (module "
+                f"{getattr(newcomer, '__module__', '?')}) while the override held it; the "
+                "override now wraps that function (it still answers outside override "
+                "settings) and leaves it in place when the override ends",
+                RuntimeWarning, stacklevel=2)
+    with _replaced_lock:
+        return dict(_replaced)
+
+
+def replacements() -> dict[str, str]:
+    """Gate replacements noticed in this process: site -> the function put there."""
+    with _replaced_lock:
+        return dict(_replaced)

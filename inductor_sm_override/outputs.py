@@ -154,8 +154,61 @@ def clone_tensor(t: Any) -> Any:
 
 
 def clone(value: Any) -> Any:
-    """A copy of model inputs that the model may change in place without touching ours."""
-    return map_tensors(value, clone_tensor)
+    """A copy of model inputs that the model may change in place without touching ours.
+
+    Aliasing is kept, and what dynamo guards on: one tensor passed twice (``ids`` as input
+    and as ``labels=``) gives one copy passed twice; tensors sharing storage (views of one
+    another), and a tensor ``clone()`` would give other strides (a strided or expanded
+    view), are copied as views of one copied storage with the same sizes, strides and
+    offset; dtype, device and ``requires_grad`` are kept. So a compile made on the copy
+    passes dynamo's guards on the real call and is not compiled again.
+    """
+    seen: dict[int, Any] = {}
+    shared: dict[tuple, int] = {}
+    for _path, leaf in tensors(value, "input"):
+        if id(leaf) not in seen:
+            seen[id(leaf)] = leaf
+            key = _storage_key(leaf)
+            if key is not None:
+                shared[key] = shared.get(key, 0) + 1
+    storages: dict[tuple, Any] = {}
+    done: dict[int, Any] = {}
+
+    def copy_one(t: Any) -> Any:
+        if id(t) in done:
+            return done[id(t)]
+        out = clone_tensor(t)
+        key = _storage_key(t)
+        if key is not None and (shared.get(key, 0) > 1 or out.stride() != t.stride()):
+            out = _view_copy(t, storages, key)
+        done[id(t)] = out
+        return out
+
+    return map_tensors(value, copy_one)
+
+
+def _storage_key(t: Any) -> tuple | None:
+    """(device, storage address) of a dense tensor with storage; None otherwise."""
+    try:
+        storage = t.untyped_storage()
+        if storage.nbytes() == 0 or storage.data_ptr() == 0:
+            return None
+        return (str(t.device), storage.data_ptr())
+    except Exception:  # sparse, nested, some subclasses: copied one by one
+        return None
+
+
+def _view_copy(t: Any, storages: dict[tuple, Any], key: tuple) -> Any:
+    import torch
+
+    storage = storages.get(key)
+    if storage is None:
+        storage = storages[key] = t.untyped_storage().clone()
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    with torch.no_grad():
+        out.set_(storage, t.storage_offset(), t.size(), t.stride())
+    return out.requires_grad_(t.requires_grad) if out.is_floating_point() or \
+        out.is_complex() else out
 
 
 def to_fp64(value: Any) -> Any:

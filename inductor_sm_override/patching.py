@@ -41,6 +41,7 @@ class _Undo:
     target: Any
     name: str
     old: Any
+    new: Any = None  # what this set put there
 
 
 class PatchSet:
@@ -92,11 +93,29 @@ class PatchSet:
                     continue
                 old = vars(patch.target).get(patch.name, _MISSING)
                 setattr(patch.target, patch.name, patch.new)
-                self._undo.append(_Undo(patch.target, patch.name, old))
+                self._undo.append(_Undo(patch.target, patch.name, old, patch.new))
         except BaseException:
             self.uninstall()
             raise
         self._edge()
+
+    def adopt(self, target: Any, name: str, wrap: Callable[[Any], Any]) -> Any:
+        """Someone else replaced ``target.name`` while this set holds it: put
+        ``wrap(newcomer)`` there and make uninstall leave the newcomer in place (not what
+        was there before this set). Returns the newcomer, or None when nothing changed."""
+        with self._lock:
+            for index, undo in enumerate(self._undo):
+                if undo.target is not target or undo.name != name or \
+                        isinstance(undo.old, Append):
+                    continue
+                present = vars(target).get(name, _MISSING)
+                if present is undo.new or present is _MISSING:
+                    return None
+                new = wrap(present)
+                setattr(target, name, new)
+                self._undo[index] = _Undo(target, name, present, new)
+                return present
+        return None
 
     def uninstall(self) -> None:
         """Undo every patch in reverse order (also used to recover from a failed install)."""

@@ -14,8 +14,8 @@ methods are the same):
   ``GuardedCache``; Inductor's one way to read entries, local first, then remote): each
   candidate is judged (:func:`judge`) and, with ``require_manifest``, a candidate whose
   manifest does not vouch for it is skipped, so torch sees a miss (or the next entry).
-- ``torch._inductor.compile_fx._compile_fx_inner`` (TEMP, see :func:`_graph_scope_patch`):
-  the ops autotuned while one graph compiles are collected for its manifest.
+- ``compile_scope.GRAPH_HOOKS`` gets :func:`manifest.graph_scope`: the ops autotuned while
+  one graph compiles (under the settings of its compile) are collected for its manifest.
 
 A hit is "unverified" when its entry carries no manifest, a corrupted one, or one that
 does not match the copy next to it, or when the manifest is of another graph, settings,
@@ -36,7 +36,7 @@ import wrapt
 
 from . import manifest, state
 from .manifest_store import LOCAL, REMOTE, STORE
-from .patching import Patch
+from .patching import Append, Patch
 from .settings import Settings
 
 log = logging.getLogger("inductor_sm_override")
@@ -185,30 +185,6 @@ def _write_errors() -> int:
 # --- installation --------------------------------------------------------------------------
 
 
-def _graph_scope_patch() -> Patch | None:
-    # TEMP(issue 20): moves to compile_scope.GRAPH_HOOKS (manifest.graph_scope). Wraps
-    # ``_compile_fx_inner``, which ``compile_fx_inner`` looks up at each call (compile_fx's
-    # ``inner_compile=compile_fx_inner`` defaults are bound at definition, so wrapping
-    # ``compile_fx_inner`` itself would miss them): one forward or backward graph, FX-cache
-    # lookup and save included, in the compiling thread.
-    try:
-        from torch._inductor import compile_fx
-    except Exception:
-        return None
-    raw = vars(compile_fx).get("_compile_fx_inner")
-    if raw is None:
-        return None
-
-    def scoped(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        settings = state.current()
-        if settings is None:
-            return wrapped(*args, **kwargs)
-        with manifest.graph_scope(settings):
-            return wrapped(*args, **kwargs)
-
-    return Patch(compile_fx, "_compile_fx_inner", wrapt.FunctionWrapper(raw, scoped))
-
-
 def build_patches() -> list[Patch]:
     """The save / lookup hooks on ``FxGraphCache`` (where its methods are as read)."""
     global _original_iterate
@@ -225,7 +201,8 @@ def build_patches() -> list[Patch]:
     if isinstance(iterate, classmethod):
         _original_iterate = iterate.__func__
         patches.append(Patch(FxGraphCache, "iterate_over_candidates", classmethod(_candidates)))
-    scope = _graph_scope_patch()
-    if scope is not None:
-        patches.append(scope)
+    from . import compile_scope
+
+    # the ops autotuned while one graph compiles, collected for its manifest
+    patches.append(Append(compile_scope, "GRAPH_HOOKS", manifest.graph_scope))
     return patches

@@ -2,7 +2,9 @@
 
 Threads and asyncio tasks each see their own stack (a new thread starts empty; a task
 starts with a copy of its creator's context). The env-var hook sets the base layer.
-This module must not import torch.
+Blocks push layers (inner fields win); a compile pushes the exact settings it compiles
+under (:func:`push_pinned`, compile_scope.py), so the gate and the autotune hooks read
+that compile's settings in whichever thread compiles. This module must not import torch.
 """
 
 from __future__ import annotations
@@ -96,6 +98,14 @@ def push(layer: Mapping[str, Any]) -> Entry:
     below, budget = (stack[-1].effective, stack[-1].budget) if stack else _start()
     entry = Entry(next(_ids), dict(layer), below.merged(layer), _budget_for(layer, budget))
     _STACK.set((*stack, entry))
+    return entry
+
+
+def push_pinned(settings: Settings, budget: Budget | None) -> Entry:
+    """Make exactly ``settings`` (and ``budget``) the ones in force here, whatever is below
+    (a compile's own settings: a block's, the env layer's or those bound to a backend)."""
+    entry = Entry(next(_ids), settings.as_dict(), settings, budget)
+    _STACK.set((*_STACK.get(), entry))
     return entry
 
 

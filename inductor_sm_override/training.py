@@ -1,16 +1,19 @@
 """Training: backward GEMMs compiled under the settings of their forward; gradient checks.
 
-AOT autograd compiles the backward graph lazily, at the first ``.backward()`` (torch
-2.11 and 2.13 alike, ``_aot_autograd/graph_compile.py``), i.e. after the block that
-compiled the forward has usually ended, and on 2.11/CUDA on autograd's device thread,
-which does not see the block's context variables. Its GEMMs were then never autotuned,
-capped or verified under the settings. ``torch._functorch.config``'s
-``force_non_lazy_backward_lowering`` (both releases) makes AOT autograd compile the
-backward right after the forward, inside the same compile, so inside the block: the
-factory below sets it for every block (``block.BLOCK_HOOKS["functorch_config"]``).
+AOT autograd compiles a backward graph lazily, at the first ``.backward()`` (torch 2.8 to
+2.15, ``_aot_autograd/graph_compile.py``; 2.11/CUDA on autograd's device thread, which does
+not see the caller's context variables), i.e. usually after the block that compiled the
+forward has ended. Two things keep it under the forward's settings (compile_scope.py):
 
-Cost: a graph compiled with grad enabled now compiles its backward up front even if
-``.backward()`` is never called (inference without ``torch.no_grad()``); a backward that
+- every graph of a compile goes through the ``inner_compile`` the compile entry bound to
+  those settings, so a lazy backward applies them again, in whichever thread compiles it;
+- where torch has ``torch._functorch.config.force_non_lazy_backward_lowering`` (2.11, 2.13,
+  2.15; not 2.8/2.9: ``compat.Plan.backward_changes``), each compile under override
+  settings sets it, so the backward is compiled with its forward, at a predictable time
+  (inside the block, inside ``iso.compile``'s check).
+
+Cost of the latter: a graph compiled with grad enabled compiles its backward up front even
+if ``.backward()`` is never called (inference without ``torch.no_grad()``); a backward that
 fails to lower fails the compile instead of the first ``.backward()``.
 """
 
@@ -18,24 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-from .settings import Settings
-
-FUNCTORCH_CHANGES = {"force_non_lazy_backward_lowering": True}
-
-
-def functorch_config(settings: Settings) -> Any:
-    """Block hook: compile backward graphs eagerly (with their forward) inside the block.
-
-    Returns ``ConfigChanges`` (applied per thread on torch >= 2.13, refcounted process-wide
-    before, by block.py through compat's config adapter), or None."""
-    import torch._functorch.config as config
-
-    from .config_scope import ConfigChanges
-
-    changes = {k: v for k, v in FUNCTORCH_CHANGES.items() if hasattr(config, k)}
-    return ConfigChanges(config, changes) if changes else None
-
 
 # --- gradient checks (iso.compile of a model that trains) -----------------------------------
 

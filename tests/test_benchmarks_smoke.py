@@ -45,3 +45,14 @@ def test_compile_budget_and_verify_overhead_smoke():
     assert "budget kept: True" in out.stdout
     out = _run("verify_overhead.py", "--smoke", "--no-write")
     assert "verify on" in out.stdout
+
+
+def test_call_overhead_smoke():
+    out = _run("call_overhead.py", "--smoke", "--json", "--no-write")
+    result = json.loads(out.stdout[out.stdout.index("{\n  \"benchmark\""):])
+    assert set(result["ratio_to_torch_compile"]) == {
+        "eager", "torch.compile", "compiled in iso.override()", "iso.compile", "iso.backend"}
+    assert result["ratio_to_torch_compile"]["torch.compile"] == 1.0
+    assert all(us > 0 for us in result["us_per_call_median"].values())
+    assert result["iso.compile used"] == "override"
+    assert result["patched after compile"] is False  # nothing held between calls

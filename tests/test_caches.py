@@ -15,6 +15,7 @@ import torch
 import inductor_sm_override as iso
 
 PROBE = Path(__file__).with_name("cache_probe.py")
+WORKER_PROBE = Path(__file__).with_name("worker_probe.py")
 
 
 def _probe(cache_dir: Path, spec) -> dict:
@@ -75,12 +76,22 @@ def test_user_post_grad_pass_still_runs_and_keeps_its_uuid():
 
     with config.patch(post_grad_custom_post_pass=Mine()):
         with iso.override():
-            salted = config.post_grad_custom_post_pass
-            assert salted is not None and salted.uuid()[0] == ("mine-v1",)
-            salted("graph")
+            assert isinstance(config.post_grad_custom_post_pass, Mine)  # the block: unchanged
+            with _compiling():  # what a compile in the block runs under
+                salted = config.post_grad_custom_post_pass
+                assert salted is not None and salted.uuid()[0] == ("mine-v1",)
+                salted("graph")
         assert ran == ["graph"]
         assert isinstance(config.post_grad_custom_post_pass, Mine)
     assert config.post_grad_custom_post_pass is None
+
+
+def _compiling():
+    """The scope Inductor's compile entry opens for a compile here (compile_scope.py)."""
+    from inductor_sm_override import compile_scope, state
+
+    return compile_scope.applied(compile_scope.Binding(state.current(),
+                                                       state.current_budget()))
 
 
 @pytest.mark.slow
@@ -111,6 +122,8 @@ def test_compiled_inside_and_iso_compile_do_not_warn(cpu_model):
         torch._dynamo.reset()
         checked = iso.compile(model, (x,))
         checked(x)
+        with iso.override(max_choices=1):  # other settings: bound ones are kept on purpose
+            checked(x)
         checked.release()
     assert checked.used == "override"
 
@@ -129,8 +142,9 @@ def test_nested_blocks_salt_like_one_block_with_the_same_settings():
             return "user-pass-1"
 
     def salt():
-        current = config.post_grad_custom_post_pass
-        return current.uuid(), tuple(type(p).__name__ for p in current.inner)
+        with _compiling():
+            current = config.post_grad_custom_post_pass
+            return current.uuid(), tuple(type(p).__name__ for p in current.inner)
 
     with config.patch(post_grad_custom_post_pass=UserPass()):
         with iso.override(max_choices=2, min_sms=40):
@@ -142,3 +156,51 @@ def test_nested_blocks_salt_like_one_block_with_the_same_settings():
     assert nested == single and single[1] == ("UserPass",)
     assert "user-pass-1" in str(single[0])
     assert other[0] != single[0]
+
+
+def _worker_probe(cache_dir: Path, where: str, override: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INDUCTOR_SM_OVERRIDE")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    if override:
+        env["INDUCTOR_SM_OVERRIDE"] = "1"  # through the start-up hook, as a launcher sets it
+    out = subprocess.run([sys.executable, str(WORKER_PROBE), where], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_env_layer_salts_graphs_compiled_in_a_worker_thread(tmp_path):
+    """Issue 20, defect 2: a frozen MLP compiled in a threading.Thread under
+    INDUCTOR_SM_OVERRIDE=1 (Inductor imported by the main thread) was stored under the plain
+    key before the fix: a process that never opted in was served it (fxgraph_cache_hit 1)."""
+    cache = tmp_path / "cache"
+    first = _worker_probe(cache, "thread", override=True)
+    assert first["base"] and first["autotuned"] >= 1 and first["miss"] == 1, first
+    plain = _worker_probe(cache, "main", override=False)
+    assert plain["hit"] == 0 and plain["miss"] == 1, plain  # never the override's graph
+    again = _worker_probe(cache, "thread", override=True)
+    assert again["hit"] == 1 and again["autotuned"] == 0, again  # the same settings still hit
+    assert again["cache_hits"] >= 1
+
+
+def test_cache_hit_needs_a_key_salted_with_the_settings_in_force():
+    """A worker thread under the env layer used to load a plain graph (unsalted key) and
+    report it as a cache_hit of the override. Only a salted key's load is one now."""
+    from inductor_sm_override import cache
+
+    graph = object()
+
+    def loader(key, *args, **kwargs):
+        return graph, {"time_saved_ns": 10**9}
+
+    iso.clear_cache_hits()
+    with iso.override(max_choices=2):
+        assert cache._on_load(loader, None, ("plain-key",), {})[0] is graph
+        assert iso.cache_hits() == []  # the key in force is not salted with the settings
+        with _compiling():
+            cache._on_load(loader, None, ("salted-key",), {"is_backward": True})
+    (hit,) = iso.cache_hits()
+    assert hit["key"] == "salted-key" and hit["backward"] is True
+    assert hit["settings"]["max_choices"] == 2
+    iso.clear_cache_hits()

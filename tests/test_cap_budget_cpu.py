@@ -44,22 +44,33 @@ def test_zero_cap_or_budget_runs_only_the_extern(cpu_model, settings, why):
     torch.testing.assert_close(out, model(x))
 
 
-def test_search_space_is_passed_through_for_the_block_only():
+def test_search_space_is_passed_through_for_the_compile_only():
+    """The block's search space reaches its compile (in the compiling thread, for that
+    compile: compile_scope.py); the block's body and other threads keep the user's config."""
+    import contextlib
+
+    from inductor_sm_override import compile_scope
+
     before = inductor_config.max_autotune_gemm_search_space
     seen = {}
+
+    @contextlib.contextmanager
+    def hook(settings):
+        seen["compiling"] = inductor_config.max_autotune_gemm_search_space
+        yield
 
     def other_thread():
         seen["other"] = inductor_config.max_autotune_gemm_search_space
 
-    with iso.override(search_space="exhaustive"):
-        seen["inside"] = inductor_config.max_autotune_gemm_search_space
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        thread.join()
-    from inductor_sm_override import compat
-
-    # torch >= 2.13: config is per thread; before, it is process state and another thread
-    # sees the block's value while the block is active (SAFETY.md, issue 16 B)
-    other = before if compat.scope_of(inductor_config) == "thread" else "EXHAUSTIVE"
-    assert seen == {"inside": "EXHAUSTIVE", "other": other}
+    compile_scope.GRAPH_HOOKS.append(hook)
+    try:
+        with iso.override(search_space="exhaustive"):
+            seen["inside"] = inductor_config.max_autotune_gemm_search_space
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+            torch.compile(lambda t: torch.sin(t) * 1.5, mode="default")(torch.ones(3))
+    finally:
+        compile_scope.GRAPH_HOOKS.remove(hook)
+    assert seen == {"inside": before, "other": before, "compiling": "EXHAUSTIVE"}
     assert inductor_config.max_autotune_gemm_search_space == before

@@ -26,9 +26,8 @@ def test_healthy_model_uses_the_override_and_recompiles_under_it(cpu_model):
         bigger = torch.randn(48, 64)  # a new shape: recompiled inside the same settings
         torch.testing.assert_close(compiled(bigger), model(bigger))
     assert len(iso.decisions()) > compiled_at
-    assert iso.status()["active"] is None  # the settings are entered per call only
-    compiled.release()
-    assert iso.status()["patched"] is False
+    assert iso.status()["active"] is None  # the settings are bound to the compiled function
+    assert iso.status()["patched"] is False  # held only while compiling
 
 
 def test_wrong_lowering_falls_back_to_a_checked_correct_stage(cpu_model, monkeypatch):
@@ -60,20 +59,62 @@ def test_bad_arguments_are_rejected_up_front(cpu_model):
         iso.compile(model, (x,), prefer="fast")
 
 
-def test_prefer_fastest_times_both_and_keeps_the_faster(cpu_model):
+def test_prefer_fastest_times_both_and_says_why(cpu_model, tmp_path):
     model, x = cpu_model
+    report = tmp_path / "iso.jsonl"
     torch._dynamo.reset()
     with inductor_config.patch(freezing=True), torch.no_grad():
-        compiled = iso.compile(model, example_inputs=(x,), prefer="fastest")
+        compiled = iso.compile(model, example_inputs=(x,), prefer="fastest", report=str(report))
     stages = {c.stage: c for c in compiled.checks}
     assert set(stages) == {"override", "plain"}
     forced, plain = stages["override"], stages["plain"]
     assert forced.passed and plain.passed and forced.time_ms > 0 and plain.time_ms > 0
     expected = "override" if forced.time_ms < (1 - 0.02) * plain.time_ms else "plain"
     assert compiled.used == expected
+    assert compiled.choice.startswith(f"{expected} kept")  # which, and by how much
+    assert f"{forced.time_ms:.3f} ms" in compiled.choice and f"{plain.time_ms:.3f} ms" in \
+        compiled.choice
+    assert forced.choice == plain.choice == compiled.choice
+    import json
+
+    events = [json.loads(line) for line in report.read_text().splitlines()]
+    (event,) = [e for e in events if e["event"] in ("fallback", "choice")]
+    assert event["used"] == expected and event["reason"] == compiled.choice
+    assert event["event"] == ("choice" if expected == "override" else "fallback")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
-    compiled.release()
+
+
+def test_fastest_choice_text_names_the_faster_and_the_margin():
+    from inductor_sm_override.checked import choose_faster
+
+    assert choose_faster(0.10, 0.35) == (
+        "override", "override kept: 71.4% faster than plain (override 0.100 ms, plain "
+        "0.350 ms per call)")
+    stage, why = choose_faster(0.35, 0.10)
+    assert stage == "plain" and "3.50x the plain time" in why and "0.350 ms" in why
+    stage, why = choose_faster(0.099, 0.100)
+    assert stage == "plain" and "only 1.0% faster" in why and "more than 2%" in why
+
+
+def test_check_inputs_are_cloned_with_their_aliasing():
+    """ids passed as input and as labels= stay one tensor in the check's copy (dynamo
+    guards on it); views keep their strides and share one copied storage."""
+    from inductor_sm_override.outputs import clone
+
+    ids = torch.arange(12).reshape(3, 4)
+    x = torch.randn(4, 6, requires_grad=True)
+    strided = x.detach()[:, ::2]
+    args, kwargs = clone(((ids, x, strided, x.detach()[1:]), {"labels": ids, "n": 3}))
+    assert args[0] is kwargs["labels"] and args[0] is not ids
+    assert torch.equal(args[0], ids) and kwargs["n"] == 3
+    assert args[1].requires_grad and args[1].is_leaf and args[1] is not x
+    assert args[2].stride() == strided.stride() and torch.equal(args[2], strided)
+    assert args[2].untyped_storage().data_ptr() == args[3].untyped_storage().data_ptr()
+    assert args[3].storage_offset() == 6
+    assert args[2].untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    args[0].add_(1)
+    assert torch.equal(ids, torch.arange(12).reshape(3, 4))  # the user's input untouched
 
 
 # --- issue 13: real models (cheap: mode="default", tiny models) ---------------------------

@@ -148,3 +148,47 @@ def test_table_covers_every_release_from_2_4():
     assert releases <= set(compat.VERSION_TABLE)
     for release, entry in compat.VERSION_TABLE.items():
         assert entry.source and entry.gate_signature.startswith("is_big_gpu("), release
+
+
+def test_live_plan_knows_the_compile_entry_the_lazy_backward_switch_and_the_lock():
+    import torch._dynamo.convert_frame as convert_frame
+    import torch._functorch.config as functorch_config
+    import torch._inductor.compile_fx as entry
+
+    plan = compat.current_plan()
+    assert plan.hooks["compile_entry"] and plan.entry_owner is entry
+    assert plan.inner_compile is entry.compile_fx_inner  # compile_fx's default inner compile
+    assert "inner_compile" in plan.entry_params
+    assert plan.compile_lock is convert_frame.compile_lock
+    has_switch = hasattr(functorch_config, "force_non_lazy_backward_lowering")
+    assert plan.hooks["non_lazy_backward"] is has_switch  # 2.11, 2.13, 2.15: True
+    changes = plan.backward_changes()
+    assert (changes is not None) is has_switch
+    if changes is not None:
+        assert changes.module is functorch_config
+        assert dict(changes.changes) == {"force_non_lazy_backward_lowering": True}
+
+
+def test_compile_entry_without_inner_compile_patches_nothing(monkeypatch):
+    """A future compile_fx whose settings could not be carried to its graphs: fail closed."""
+    utils = _gate_module(_good_gate)
+    entry = ModuleType("torch._inductor.compile_fx")
+    entry.compile_fx = lambda model_, example_inputs_, config_patches=None: None
+    plan = _use_fake(monkeypatch, "9.2.0", {"torch._inductor.utils": utils,
+                                            "torch._inductor.compile_fx": entry})
+    assert not plan.supported and "inner_compile" in plan.problems[0]
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with iso.override():
+            assert iso.status()["patched"] is False
+    assert utils.is_big_gpu is _good_gate
+
+
+def test_mode_and_options_read_as_torch_compile_reads_them():
+    assert compat.inductor_mode_config("max-autotune-no-cudagraphs", None) == {
+        "max_autotune": True, "coordinate_descent_tuning": True}
+    assert compat.inductor_mode_config(None, {"triton.cudagraphs": False}) == {
+        "triton.cudagraphs": False}
+    assert compat.inductor_mode_config("default", None) == {}
+    with pytest.raises(RuntimeError, match="Unrecognized mode"):
+        compat.inductor_mode_config("fastest-please", None)

@@ -92,6 +92,34 @@ def test_gpt2_training_step():  # first: before other tests mark GPT-2's dims dy
         compiled.release()
 
 
+def test_guide_training_example_runs_its_first_step_without_compiling_again():
+    """docs/guide.md's training example: iso.compile(model.train(), (ids,),
+    example_kwargs={"labels": ids}), then compiled(ids, labels=ids).loss.backward(). Before
+    the fix the check compiled on inputs cloned one by one (ids and labels no longer one
+    tensor), so dynamo's guard failed at the first step ("Duplicate tensors found") and the
+    model compiled (and autotuned) a second time."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, vocab_size=VOCAB,
+                                      max_position_embeddings=64, **TOKENS)
+    model = transformers.LlamaForCausalLM(config)
+    ids = _ids(8)
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    compiled = iso.compile(model.train(), (ids,), example_kwargs={"labels": ids})
+    assert compiled.used == "override" and compiled.trains, compiled.checks
+    decided, graphs = len(iso.decisions()), counters["stats"]["unique_graphs"]
+    assert decided > 0
+    loss = compiled(ids, labels=ids).loss
+    loss.backward()
+    assert counters["stats"]["unique_graphs"] == graphs  # no second compile
+    assert len(iso.decisions()) == decided
+    assert model.lm_head.weight.grad is not None
+
+
 @pytest.fixture(scope="module")
 def gpt2():
     torch.manual_seed(0)

@@ -15,13 +15,20 @@ import torch
 
 import inductor_sm_override as iso
 
+
+def _non_lazy_backward() -> bool:
+    from inductor_sm_override import compat
+
+    return compat.current_plan().hooks["non_lazy_backward"]
+
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not hasattr(__import__("torch._functorch.config").
-                    _functorch.config, "force_non_lazy_backward_lowering"),
+        not _non_lazy_backward(),
         reason="this torch has no force_non_lazy_backward_lowering (2.8, 2.9): AOT autograd "
-        "compiles the backward lazily, outside the block"),
+        "compiles the backward at the first .backward() (under the same settings, through "
+        "the bound inner compile: tests/test_compile_scope.py)"),
 ]
 
 MODE = "max-autotune-no-cudagraphs"

@@ -54,13 +54,18 @@ def test_torch_verify_assertion_rejects_instead_of_aborting(cpu_model, monkeypat
 def test_unverifiable_autotune_paths_are_off_only_in_verified_blocks():
     import torch._inductor.config as config
 
+    from inductor_sm_override import compile_scope, state
+
+    def compiling():  # what a compile in the block runs under (compile_scope.py)
+        return compile_scope.applied(compile_scope.Binding(state.current()))
+
     with config.patch(autotune_in_subproc=True, autotune_local_cache=True):
-        with iso.override(verify=True):
+        with iso.override(verify=True), compiling():
             assert config.autotune_in_subproc is False
             assert config.autotune_local_cache is False
             if hasattr(config, "pipeline_max_autotune_gemm"):
                 assert config.pipeline_max_autotune_gemm is False
-        with iso.override(verify=False):
+        with iso.override(verify=False), compiling():
             assert config.autotune_in_subproc is True  # the user's choice stands
             assert config.autotune_local_cache is True
         assert config.autotune_in_subproc is True
