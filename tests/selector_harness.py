@@ -146,22 +146,39 @@ def extern(a: Any, b: Any, layout: Any) -> Any:
     return aten_mm.bind((a, b), layout)
 
 
+@contextlib.contextmanager
+def compiling() -> Any:
+    """What Inductor's compile entry opens around lowering and scheduling in real use: the
+    settings in force here applied to "this compile" (compile_scope.py: config such as the
+    autotune caches off, the search space), nothing when no settings hold."""
+    from inductor_sm_override import compile_scope, state
+
+    settings = state.current()
+    if settings is None:
+        yield
+        return
+    with compile_scope.applied(compile_scope.Binding(settings, state.current_budget())):
+        yield
+
+
 def select(name: str, choices: list, a: Any, b: Any, layout: Any, *,
            deferred: bool = False) -> Any:
-    """Run the real selector; with ``deferred`` also run the scheduler-time autotuning."""
+    """Run the real selector (inside the compile the settings in force would apply to)."""
     from torch._inductor import select_algorithm
 
     from inductor_sm_override.compat import selector_cache
 
     selector = selector_cache(select_algorithm)  # Inductor's singleton, as in real use
-    result = selector(name, choices, [a, b], layout, return_multi_template=deferred)
+    with compiling():
+        result = selector(name, choices, [a, b], layout, return_multi_template=deferred)
     node = result[0] if isinstance(result, tuple) else result
     return node
 
 
 def run_deferred(node: Any) -> dict:
     """What the scheduler does with a multi-template buffer: its timings."""
-    return node.data.data.choice_timings()
+    with compiling():
+        return node.data.data.choice_timings()
 
 
 @contextlib.contextmanager

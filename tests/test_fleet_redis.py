@@ -79,7 +79,7 @@ def test_remote_hit_carries_its_manifest_other_settings_and_plain_miss(redis_ser
     assert _only([e for e in logged if e["event"] == "cache_hit"])["source"] == "remote"
     table = subprocess.run([*CLI, "report", str(report)], capture_output=True, text=True,
                            timeout=120).stdout
-    assert "1 graphs loaded from cache" in table and "0 local, 1 remote" in table
+    assert "1 graph loaded from cache" in table and "0 local, 1 remote" in table
     assert "unverified: 0" in table
     # other settings, and no override, never get that graph
     other = _probe(tmp_path / "c", {"settings": {"max_choices": 1}}, redis_server)

@@ -28,5 +28,7 @@ def finish(result: dict) -> None:
     status = iso.status()
     result.update(pid=os.getpid(), rank=os.environ.get("RANK"), patched=status["patched"],
                   base=status["base"], torch=__import__("torch").__version__)
-    print(json.dumps(result, default=str))
+    # one write(2) of the whole line: ranks sharing a pipe cannot interleave inside it
+    # (atomic up to PIPE_BUF, 4096 bytes on Linux)
     sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (json.dumps(result, default=str) + "\n").encode())
