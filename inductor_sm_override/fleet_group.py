@@ -62,7 +62,7 @@ class Group:
 
     @property
     def leader_name(self) -> str:
-        return "rank 0" if self.scope == "job" else f"local rank 0 of {self.name}"
+        return "rank 0" if self.scope == "job" else "local rank 0"
 
 
 def _int(environ: Mapping[str, str], *names: str) -> int | None:
