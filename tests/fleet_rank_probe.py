@@ -107,7 +107,8 @@ def main() -> None:
     with torch.no_grad():
         ok = out is not None and bool(torch.allclose(out, model(x), rtol=1e-4, atol=1e-4))
     result = {
-        "rank": RANK, "ok": ok, "used": used, "started": started, "finished": finished,
+        "rank": RANK, "pid": os.getpid(), "ok": ok, "used": used,
+        "started": started, "finished": finished,
         "hit": counters["inductor"]["fxgraph_cache_hit"],
         "miss": counters["inductor"]["fxgraph_cache_miss"],
         "decisions": iso.decisions(), "hits": iso.cache_hits(),

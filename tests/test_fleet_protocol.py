@@ -307,3 +307,63 @@ def test_group_after_init_process_group_uses_the_default_store(tmp_path):
     finally:
         dist.destroy_process_group()
     assert fleet_group._make("job", {"RANK": "1", "WORLD_SIZE": "2"}).store is None
+
+
+# --- settings, report ----------------------------------------------------------------------
+
+
+def test_fleet_settings_change_no_compiled_code():
+    from inductor_sm_override.cache import settings_key
+    from inductor_sm_override.manifest import compiled_settings
+
+    fleet_on = Settings(fleet="node", fleet_timeout_s=5)
+    assert settings_key(fleet_on) == settings_key(Settings())  # the same FX-graph-cache key
+    assert compiled_settings(fleet_on) == compiled_settings(Settings())
+
+
+def test_report_shows_what_each_rank_did():
+    from inductor_sm_override.report import format_table, summarize
+
+    base = {"event": "fleet", "scope": "job", "group": "job", "leader": "rank 0"}
+    events = [
+        {**base, "rank": 0, "role": "leader", "outcome": "written", "waited_s": 0.0},
+        {**base, "rank": 0, "role": "leader", "outcome": "failed", "waited_s": 0.0},
+        {**base, "rank": 1, "role": "follower", "outcome": "hit", "wait_end": "leader_done",
+         "waited_s": 12.25},
+        {**base, "rank": 1, "role": "follower", "outcome": "compiled",
+         "wait_end": "leader_failed", "waited_s": 0.5},
+        {**base, "rank": 1, "role": "follower", "outcome": "compiled", "wait_end": "timeout",
+         "waited_s": 600.0},
+        {**base, "rank": 2, "role": "none", "outcome": "compiled",
+         "detail": "no store: not under torchrun, and this compile ran before "
+                   "init_process_group"},
+    ]
+    table = format_table(summarize(events)).splitlines()
+    assert "fleet (job, leader rank 0): rank 0 led 2 graphs: 1 written, 1 failed" in table
+    assert ("fleet (job, leader rank 0): rank 1 followed 3 graphs: 1 loaded, waited 612.8 s "
+            "in all; 2 compiled here (1 the leader's compile failed, 1 timed out)") in table
+    assert ("fleet (job): rank 2 compiled 1 graph without a leader: no store: not under "
+            "torchrun, and this compile ran before init_process_group") in table
+
+
+def test_compile_before_init_process_group_outside_torchrun_never_waits(monkeypatch,
+                                                                         cpu_model):
+    """A real compile with fleet="job" on rank 1 of 2 where no store exists yet: it
+    compiles here at once, and its event says why."""
+    import torch
+
+    import inductor_sm_override as iso
+
+    for name in ("TORCHELASTIC_USE_AGENT_STORE", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    model, x = cpu_model
+    torch._dynamo.reset()
+    with torch.no_grad(), iso.override(fleet="job", fleet_timeout_s=LONG):
+        out = torch.compile(model, mode="max-autotune-no-cudagraphs")(x)
+    torch.testing.assert_close(out, model(x))
+    (event,) = fleet.fleet_events()
+    assert (event["role"], event["rank"]) == ("none", 1)
+    assert event["outcome"] in ("compiled", "hit")  # the session's cache may hold it
+    assert event["waited_s"] == 0.0 and "before init_process_group" in event["detail"]

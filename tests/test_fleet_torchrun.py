@@ -73,7 +73,7 @@ def test_leader_and_redis_the_follower_autotunes_nothing(redis_server, tmp_path)
     assert follower["decisions"] == [] and follower["hit"] >= 1
     hit = _only(follower["hits"])
     assert hit["source"] == "remote" and hit["unverified"] is False
-    assert hit["producer"]["rank"] == 0 and hit["producer"]["pid"] != hit.get("pid")
+    assert hit["producer"]["rank"] == 0 and hit["producer"]["pid"] == leader["pid"]
     assert hit["key"] == led["key"]
     assert any(op["checks_passed"] for op in hit["ops"])  # checked where it was made
     followed = _only(follower["fleet"])
