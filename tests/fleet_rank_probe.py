@@ -15,7 +15,7 @@ spec (all optional):
           the default process group's store is the only one);
   "fail_leader": the leader's compile raises (Inductor's codegen, after the cache lookup);
   "shape_by_rank": each rank compiles its own batch size (the graphs differ);
-  "width", "depth": the MLP (default 32 wide, 1 GEMM).
+  "width", "depth", "batch": the MLP (Linear + GELU; default 32 wide, 1 GEMM, batch 8).
 
 The model: frozen weights, no_grad, mkldnn packing off, so that on the CPU Inductor
 really autotunes each GEMM (C++ template vs ATen addmm) and the graph stays cacheable.
@@ -71,8 +71,8 @@ def _model() -> tuple[torch.nn.Module, torch.Tensor]:
     width, depth = SPEC.get("width", 32), SPEC.get("depth", 1)
     layers: list[torch.nn.Module] = []
     for _ in range(depth):
-        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
-    batch = 8 + (8 * RANK if SPEC.get("shape_by_rank") else 0)
+        layers += [torch.nn.Linear(width, width), torch.nn.GELU()]
+    batch = SPEC.get("batch", 8) + (8 * RANK if SPEC.get("shape_by_rank") else 0)
     return torch.nn.Sequential(*layers).eval(), torch.randn(batch, width)
 
 
