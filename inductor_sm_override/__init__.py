@@ -24,6 +24,7 @@ _LAZY = {
     "clear_decisions": "autotune",
     "cache_hits": "cache",
     "clear_cache_hits": "cache",
+    "fleet_events": "fleet",
     "limit_sms": "limit",
 }
 
@@ -38,6 +39,7 @@ __all__ = [
     "clear_decisions",
     "compile",
     "decisions",
+    "fleet_events",
     "limit_sms",
     "override",
     "status",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from .cache import cache_hits, clear_cache_hits
     from .checked import compile
     from .errors import SettingsError, UnsupportedTorchError
+    from .fleet import fleet_events
     from .limit import limit_sms
     from .settings import Settings
     from .torch_backend import backend

@@ -755,7 +755,8 @@ def _pruning_patches() -> list[Any]:
 
 def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
     """Inductor config for a block: no unverifiable autotune paths; the search space;
-    shared-memory pruning of template configs."""
+    shared-memory pruning of template configs; no distributed autotuning under a fleet
+    leader."""
     changes: dict[str, Any] = {}
     if settings.verify:
         wanted = {
@@ -771,6 +772,10 @@ def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
         changes["max_autotune_prune_choices_based_on_shared_mem"] = True
     if settings.search_space is not None and hasattr(config, "max_autotune_gemm_search_space"):
         changes["max_autotune_gemm_search_space"] = settings.search_space
+    if settings.fleet is not None and getattr(config, "distributed_max_autotune_gemm", False):
+        # the leader compiles alone: distributed autotuning's all-gather needs every rank in
+        # the same compile, and the followers are waiting for the leader's graph (fleet.py)
+        changes["distributed_max_autotune_gemm"] = False
     return changes
 
 

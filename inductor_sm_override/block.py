@@ -15,13 +15,14 @@ from .settings import Settings
 
 
 def _build() -> list:
-    from . import autotune, cache, compile_scope, gate
+    from . import autotune, cache, compile_scope, fleet, gate
 
     plan = compat.current_plan()
     patches = gate.build_patches(plan)
     if plan.selector is not None:
         patches += autotune.build_patches(plan.selector)
-    return patches + cache.build_patches() + compile_scope.build_patches(plan)
+    return (patches + cache.build_patches() + fleet.build_patches()
+            + compile_scope.build_patches(plan))
 
 
 def _edge() -> None:

@@ -42,7 +42,7 @@ from .settings import Settings
 log = logging.getLogger("inductor_sm_override")
 
 # Fields that do not change what Inductor compiles: left out of the key.
-_NOT_COMPILED = ("report", "quiet", "strict", "require_manifest")
+_NOT_COMPILED = ("report", "quiet", "strict", "require_manifest", "fleet", "fleet_timeout_s")
 _UNTAGGED = "<compiled outside any override block>"
 
 
@@ -203,23 +203,44 @@ def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Around FxGraphCache.load_with_key: a hit under override settings becomes a cache_hit
     event, if its key was salted with the settings in force (a graph made under them), with
     its source and what its manifest says (provenance.py); with ``require_manifest`` an
-    unverified entry is a miss."""
+    unverified entry is a miss. Under ``fleet`` settings a follower first waits for the
+    leader's graph (fleet.py)."""
     from .compile_scope import graph_scope
 
     settings = state.current()
     if settings is None:
         return wrapped(*args, **kwargs)
-    from . import provenance
+    from . import fleet, provenance
 
+    bound = dict(zip(_LOAD_PARAMS, args, strict=False))
+    bound.update(kwargs)
+    key = str(bound.get("key"))
+    salted = salted_for(settings)
     # one graph (AOT autograd's cache bypasses inner compiles)
     with graph_scope(settings), provenance.judging(settings) as load:
+        if salted and settings.fleet is not None:
+            fleet.before_lookup(key, bool(bound.get("local")), bound.get("remote_cache"))
         result = wrapped(*args, **kwargs)
-    if not salted_for(settings):
-        return result
+        if salted:
+            result = _judged(settings, key, bool(bound.get("is_backward")), load, result)
+            if settings.fleet is not None:
+                fleet.after_lookup(_served(result))
+    return result
+
+
+def _served(result: Any) -> bool:
     try:
-        bound = dict(zip(_LOAD_PARAMS, args, strict=False))
-        bound.update(kwargs)
-        key = str(bound.get("key"))
+        return result[0] is not None
+    except Exception:
+        return False
+
+
+def _judged(settings: Settings, key: str, backward: bool, load: Any, result: Any) -> Any:
+    """The lookup's result after judging: a cache_hit event, or a miss where
+    ``require_manifest`` refuses the entry."""
+    from . import provenance
+
+    try:
         for refused in load.refused:
             _record_refusal(settings, key, refused)
         graph, info = result
@@ -231,8 +252,7 @@ def _on_load(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
             verdict.reasons.insert(0, "source unknown (not seen by the lookup hook)")
         if verdict.unverified and settings.require_manifest:
             return _as_miss(settings, key, verdict, info)
-        _record_hit(settings, key, bool(bound.get("is_backward")),
-                    info if isinstance(info, dict) else {}, verdict)
+        _record_hit(settings, key, backward, info if isinstance(info, dict) else {}, verdict)
     except Exception:  # visibility must never break a compile
         log.debug("cache_hit event failed", exc_info=True)
     return result

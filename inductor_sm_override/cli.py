@@ -47,6 +47,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "report": args.report, "simulate_sms": args.simulate_sms,
         "search_space": args.search_space, "strict": True if args.strict else None,
         "quiet": True if args.quiet else None,
+        "require_manifest": True if args.require_manifest else None,
+        "fleet": args.fleet, "fleet_timeout_s": args.fleet_timeout_s,
     }
     try:
         env = run_env(options, os.environ)
@@ -226,6 +228,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true",
                      help="no progress line per autotuned op on stderr (default: one line "
                      "per op when stderr is a terminal)")
+    run.add_argument("--require-manifest", action="store_true",
+                     help="a cache hit whose manifest is missing, corrupted or from another "
+                     "device, SM count or settings is compiled and checked here instead of "
+                     "being loaded unverified (default: loaded, reported unverified)")
+    run.add_argument("--fleet", type=_setting("fleet", str), metavar="node|job",
+                     help="compile once per fleet (torchrun/SLURM): local rank 0 of each node "
+                     "(node) or rank 0 of the job (job) compiles and writes each graph, the "
+                     "other ranks wait and load it (default: every rank compiles)")
+    run.add_argument("--fleet-timeout-s", type=_setting("fleet_timeout_s", float),
+                     metavar="SECONDS",
+                     help="how long a rank waits for the leader's graph, per graph, before "
+                     "compiling it itself (default: 600)")
     run.add_argument("command", nargs=argparse.REMAINDER,
                      help="-- CMD ARGS: the command to run (after --)")
     run.set_defaults(func=_cmd_run)

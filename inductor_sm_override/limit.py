@@ -29,6 +29,7 @@ also *believes* it has n SMs.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import warnings
 from typing import Any
@@ -72,6 +73,7 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
         self.total: int | None = None
         self._stack: contextlib.ExitStack | None = None
         self._ctx: Any = None
+        self._token: contextvars.Token | None = None
 
     def __enter__(self) -> limit_sms:
         import torch
@@ -108,6 +110,7 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
             stack.close()
             raise
         self._stack = stack
+        self._token = _ACTIVE.set((*_ACTIVE.get(), self))
         return self
 
     def _join(self, caller: Any, stream: Any) -> None:
@@ -130,6 +133,12 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
                           "context was made current again", RuntimeWarning, stacklevel=3)
 
     def __exit__(self, *exc_info: Any) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            try:
+                _ACTIVE.reset(token)
+            except ValueError:  # left in another context than entered: drop this one only
+                _ACTIVE.set(tuple(b for b in _ACTIVE.get() if b is not self))
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.close()
@@ -137,6 +146,20 @@ class limit_sms:  # noqa: N801 - used like a keyword, as iso.override
 
     def __repr__(self) -> str:
         return f"limit_sms(requested={self.requested}, sms={self.sms}, total={self.total})"
+
+
+# the limit_sms blocks active in this thread / task, innermost last
+_ACTIVE: contextvars.ContextVar[tuple[limit_sms, ...]] = contextvars.ContextVar(
+    "inductor_sm_override_limit_sms", default=())
+
+
+def limited_sms(device: int | None = None) -> int | None:
+    """The SMs this thread's GPU work is limited to on ``device`` (None: any device) by the
+    innermost active :class:`limit_sms` block, or None outside any (manifests record it)."""
+    for block in reversed(_ACTIVE.get()):
+        if device is None or block.device == device:
+            return block.sms
+    return None
 
 
 # green contexts whose blocks ended: (context, its stream, an event recorded at the end)

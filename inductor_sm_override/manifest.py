@@ -1,7 +1,7 @@
 """What a compiled graph carries about itself: its manifest (provenance).
 
 A manifest says who compiled a graph and what was checked: the settings that change
-compiled code, the producer (host, rank, device name and SM count, simulated SMs,
+compiled code, the producer (host, rank, device name and SM count, simulated and limited SMs,
 torch / triton / package versions, time) and, per autotuned op of the graph, what was
 offered and kept, the winner, the checks that passed and the choices rejected, and where
 the op was tuned ("tuned here", "received from rank k").
@@ -120,11 +120,15 @@ def compiled_settings(settings: Settings) -> dict[str, Any]:
 def device_info(settings: Settings | None, ops: list[dict[str, Any]] | None = None
                 ) -> dict[str, Any]:
     """The device the graph is compiled for, as Inductor sees it: type, name, real SM
-    count and the simulated one (``simulate_sms``)."""
+    count, the simulated one (``simulate_sms``) and the one this thread's work is limited
+    to (``iso.limit_sms``; timings, hence winners, were taken on that many SMs)."""
     wanted = next((op["device"] for op in ops or () if op.get("device")), None)
-    info: dict[str, Any] = {"type": "cpu", "name": "cpu", "sms": None, "simulated_sms": None}
+    info: dict[str, Any] = {"type": "cpu", "name": "cpu", "sms": None, "simulated_sms": None,
+                            "limited_sms": None}
     try:
         import torch
+
+        from .limit import limited_sms
 
         kind = (wanted or "").split(":")[0]
         if kind in ("", "cuda") and torch.cuda.is_available():
@@ -133,7 +137,7 @@ def device_info(settings: Settings | None, ops: list[dict[str, Any]] | None = No
             get_props = torch.cuda.get_device_properties
             props = getattr(get_props, "__wrapped__", get_props)(index)  # not simulated
             info = {"type": "cuda", "name": props.name, "sms": props.multi_processor_count,
-                    "simulated_sms": None}
+                    "simulated_sms": None, "limited_sms": limited_sms(index)}
     except Exception:
         pass
     if settings is not None and settings.simulate_sms is not None and info["type"] != "cpu":

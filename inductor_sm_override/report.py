@@ -1,10 +1,11 @@
 """Decision events -> JSON Lines; one progress line per autotuned op; reading logs back.
 
 Writing: every event is one JSON object on one line, with an ``"event"`` key ("start",
-"gate", "autotune", "cache_hit", "fallback"). Each line is written with a single ``os.write`` on a
-file opened with ``O_APPEND``, so threads and several processes (torchrun ranks) can
-append to the same file without interleaving lines (POSIX local file systems). The path
-may contain ``{rank}`` (``$RANK``, else 0) and ``{pid}`` for one file per process.
+"gate", "autotune", "cache_hit", "cache_refused", "fleet", "fallback"). Each line is
+written with a single ``os.write`` on a file opened with ``O_APPEND``, so threads and
+several processes (torchrun ranks) can append to the same file without interleaving lines
+(POSIX local file systems). The path may contain ``{rank}`` (``$RANK``, else 0) and
+``{pid}`` for one file per process.
 """
 
 from __future__ import annotations
@@ -283,6 +284,7 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
         "cache_hits": hits,
         "cache_refused": refused,
         "notes": notes(events),
+        "fleet": fleet_summary(events),
         "fallbacks": [e for e in events if e.get("event") == "fallback"],
         "gates": [e for e in events if e.get("event") == "gate"],
     }
@@ -343,6 +345,65 @@ def notes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"text": text, "count": count} for text, count in counted.items()]
 
 
+_WAIT_ENDS = {  # why a follower compiled a graph itself (fleet.py)
+    "leader_failed": "the leader's compile failed",
+    "leader_other_graph": "the leader was on another graph",
+    "timeout": "timed out",
+    "leader_stalled": "the leader had stalled",
+    "store_error": "store error",
+    "not_cacheable": "not cacheable",
+    "leader_done": "the leader's entry did not load here",
+    "manifest": "the entry did not load here",
+}
+
+
+def fleet_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per rank and fleet role: how many graphs it led, loaded after waiting (and how long),
+    or compiled itself and why."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for event in events:
+        if event.get("event") != "fleet":
+            continue
+        key = (event.get("group"), event.get("rank"), event.get("role"))
+        row = rows.setdefault(key, {
+            "group": event.get("group"), "leader": event.get("leader"),
+            "rank": event.get("rank"), "role": event.get("role"), "graphs": 0,
+            "outcomes": {}, "compiled_because": {}, "waited_s": 0.0, "details": []})
+        row["graphs"] += 1
+        outcome = str(event.get("outcome"))
+        row["outcomes"][outcome] = row["outcomes"].get(outcome, 0) + 1
+        row["waited_s"] = round(row["waited_s"] + float(event.get("waited_s") or 0.0), 3)
+        if event.get("role") == "follower" and outcome != "hit":
+            why = _WAIT_ENDS.get(str(event.get("wait_end")), str(event.get("wait_end")))
+            row["compiled_because"][why] = row["compiled_because"].get(why, 0) + 1
+        detail = event.get("detail")
+        if event.get("role") == "none" and detail and detail not in row["details"]:
+            row["details"].append(detail)
+    return list(rows.values())
+
+
+def _fleet_line(row: dict[str, Any]) -> str:
+    graphs = f"{row['graphs']} graph{'' if row['graphs'] == 1 else 's'}"
+    who = f"rank {row['rank']}" if row["rank"] is not None else "this process"
+    counted = row["outcomes"]
+    if row["role"] == "leader":
+        parts = [f"{counted[k]} {k}" for k in ("written", "hit", "not written", "failed")
+                 if counted.get(k)]
+        return (f"fleet ({row['group']}, leader {row['leader']}): {who} led {graphs}: "
+                + ", ".join(parts))
+    if row["role"] == "follower":
+        loaded = counted.get("hit", 0)
+        text = (f"fleet ({row['group']}, leader {row['leader']}): {who} followed {graphs}: "
+                f"{loaded} loaded, waited {row['waited_s']:.1f} s in all")
+        compiled = row["graphs"] - loaded
+        if compiled:
+            why = ", ".join(f"{n} {k}" for k, n in row["compiled_because"].items())
+            text += f"; {compiled} compiled here ({why})"
+        return text
+    why = "; ".join(row["details"]) or "no leader"
+    return f"fleet ({row['group']}): {who} compiled {graphs} without a leader: {why}"
+
+
 def _producers(hits: list[dict[str, Any]]) -> str:
     seen: list[str] = []
     for hit in hits:
@@ -392,6 +453,7 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"{t['cache_hits']} {graphs} loaded from cache (autotuned earlier under "
                      f"the same settings): {len(hits) - remote} local, {remote} remote"
                      + (f"; made by {producers}" if producers else ""))
+    lines += [_fleet_line(row) for row in summary.get("fleet") or ()]
     if t.get("no_template"):
         lines.append(no_template_advice(t["no_template"], t["ops"],
                                         summary.get("no_template_devices") or [],

@@ -18,6 +18,7 @@ ENV_SWITCH = ENV_PREFIX
 TRUE_WORDS = ("1", "true", "on", "yes")
 FALSE_WORDS = ("0", "false", "off", "no")
 SEARCH_SPACES = ("DEFAULT", "EXHAUSTIVE")
+FLEET_SCOPES = ("node", "job")  # one compile leader per node / per job (fleet.py)
 _BOOL_WORDS = "one of " + "/".join(TRUE_WORDS + FALSE_WORDS) + " (any case)"
 
 
@@ -72,6 +73,15 @@ def _check_search_space(value: Any) -> str:
 _check_search_space.accepted = " or ".join(SEARCH_SPACES)  # type: ignore[attr-defined]
 
 
+def _check_fleet(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in FLEET_SCOPES:
+        raise TypeError
+    return value.strip().lower()
+
+
+_check_fleet.accepted = " or ".join(FLEET_SCOPES)  # type: ignore[attr-defined]
+
+
 def parse_bool_word(text: str) -> bool:
     """Parse an env-var boolean word; raises ValueError for anything else."""
     word = text.strip().lower()
@@ -95,6 +105,7 @@ _ENV_PARSERS: dict[Callable[[Any], Any], Callable[[str], Any]] = {
     _check_bool: parse_bool_word,
     _check_path: str,
     _check_search_space: str,
+    _check_fleet: str,
 }
 
 # field name -> (validator, may be None)
@@ -111,6 +122,8 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "search_space": (_check_search_space, True),
     "quiet": (_check_bool, True),
     "require_manifest": (_check_bool, False),
+    "fleet": (_check_fleet, True),
+    "fleet_timeout_s": (_check_float, False),
 }
 
 
@@ -163,6 +176,10 @@ class Settings:
     # a cache hit whose manifest is missing, corrupted or from another device / SM count /
     # settings is a miss (compiled and checked here) instead of a hit reported unverified
     require_manifest: bool = False
+    # compile once per fleet (torchrun / SLURM): one rank per node or per job compiles and
+    # writes, the others wait up to fleet_timeout_s per graph and load it (fleet.py)
+    fleet: str | None = None
+    fleet_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -56,3 +56,33 @@ def test_call_overhead_smoke():
     assert all(us > 0 for us in result["us_per_call_median"].values())
     assert result["iso.compile used"] == "override"
     assert result["patched after compile"] is False  # nothing held between calls
+
+
+def test_fleet_compile_smoke():
+    from redis_server import missing
+
+    why = missing()
+    if why is not None:
+        print(f"\nskipping the fleet benchmark: {why}")
+        pytest.skip(why)
+    out = _run("fleet_compile.py", "--smoke", "--json", "--no-write")
+    result = json.loads(out.stdout[out.stdout.index("{\n  \"benchmark\""):])
+    every, leader, node = result["modes"]
+    assert (every["mode"], leader["mode"], node["mode"]) == (
+        "every rank", "leader + Redis", "node leader + shared dir")
+    assert all(r["ok"] for m in (every, leader, node) for r in m["ranks"])
+    assert all(r["ops_autotuned"] >= 1 and r["fleet_role"] is None for r in every["ranks"])
+    chief, follower = leader["ranks"]
+    assert (chief["fleet_role"], chief["fleet_outcome"]) == ("leader", "written")
+    assert (follower["fleet_role"], follower["fleet_outcome"]) == ("follower", "hit")
+    assert follower["ops_autotuned"] == 0 and follower["remote_hits"] >= 1
+    local = node["ranks"][1]
+    assert (local["fleet_outcome"], local["ops_autotuned"], local["remote_hits"]) == \
+        ("hit", 0, 0)
+    assert result["ratio_leader_to_every_rank"] == round(leader["wall_s"] / every["wall_s"], 3)
+    assert result["per_rank_autotune_s"] > 0 and result["hit_cost_s"] > 0
+    assert result["hit_cost_local_s"] > 0
+    assert [(x["mode"], x["ranks"]) for x in result["extrapolation"]] == [
+        ("leader + Redis", 8), ("leader + Redis", 64), ("node leader + shared dir", 8),
+        ("node leader + shared dir", 64)]
+    assert result["machine"]["torch"]

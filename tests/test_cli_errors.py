@@ -59,6 +59,8 @@ def test_bare_command_lists_the_commands():
     (("run", "--budget-s", "-5", "--", "true"), "--budget-s"),
     (("run", "--simulate-sms", "0", "--", "true"), "--simulate-sms"),
     (("run", "--rtol", "nan", "--", "true"), "--rtol"),
+    (("run", "--fleet", "rack", "--", "true"), "--fleet"),
+    (("run", "--fleet-timeout-s", "-1", "--", "true"), "--fleet-timeout-s"),
     (("doctor", "--min-sms", "-1"), "--min-sms"),
 ])
 def test_bad_values_are_refused_naming_the_flag(capsys, args, flag):
@@ -78,6 +80,13 @@ def test_good_values_still_reach_the_command(capsys, monkeypatch):
     assert cli.main(["run", "--max-choices", "8", "--budget-s", "1.5", "--", "true"]) == 0
     assert seen["env"]["INDUCTOR_SM_OVERRIDE_MAX_CHOICES"] == "8"
     assert seen["env"]["INDUCTOR_SM_OVERRIDE_BUDGET_S"] == "1.5"
+    assert "INDUCTOR_SM_OVERRIDE_FLEET" not in seen["env"]
+    assert "INDUCTOR_SM_OVERRIDE_REQUIRE_MANIFEST" not in seen["env"]
+    assert cli.main(["run", "--require-manifest", "--fleet", "Job", "--fleet-timeout-s", "90",
+                     "--", "true"]) == 0
+    assert seen["env"]["INDUCTOR_SM_OVERRIDE_REQUIRE_MANIFEST"] == "1"
+    assert seen["env"]["INDUCTOR_SM_OVERRIDE_FLEET"] == "job"
+    assert seen["env"]["INDUCTOR_SM_OVERRIDE_FLEET_TIMEOUT_S"] == "90.0"
 
 
 def test_doctor_help_documents_every_option():

@@ -277,3 +277,22 @@ def test_result_read_after_the_block_is_complete():
     seen = y.clone()  # on the caller's stream, right away
     torch.cuda.synchronize()
     assert bool(seen.eq(1.0).all())
+
+
+def test_the_limit_in_force_is_recorded_in_manifests(fake_green):
+    """A graph autotuned inside limit_sms was timed on that many SMs: its manifest's
+    producer says so, next to the real and simulated counts."""
+    from inductor_sm_override.manifest import device_info
+    from inductor_sm_override.settings import Settings
+
+    assert limit.limited_sms() is None
+    with iso.limit_sms(40) as outer:
+        assert limit.limited_sms() == limit.limited_sms(0) == outer.sms == 40
+        with iso.limit_sms(20):
+            assert limit.limited_sms() == 20
+            info = device_info(Settings(simulate_sms=16), [{"device": "cuda:0"}])
+            assert (info["sms"], info["simulated_sms"], info["limited_sms"]) == (46, 16, 20)
+        assert limit.limited_sms(1) is None  # another device: not limited
+        assert limit.limited_sms() == 40
+    assert limit.limited_sms() is None
+    assert device_info(Settings(), [{"device": "cuda:0"}])["limited_sms"] is None

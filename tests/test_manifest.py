@@ -73,7 +73,7 @@ def test_other_sm_count_is_named(fake_gpu):
     settings = Settings()
     made = _manifest(settings, [_op(device="cuda:0")])
     assert made["producer"]["device"] == {"type": "cuda", "name": fake_gpu.name, "sms": 46,
-                                          "simulated_sms": None}
+                                          "simulated_sms": None, "limited_sms": None}
     made["producer"]["device"]["sms"] = 40
     assert manifest.assess(made, KEY, settings) == [
         "compiled on another SM count (40, here 46)"]
