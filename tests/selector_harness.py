@@ -162,14 +162,17 @@ def compiling() -> Any:
 
 
 def select(name: str, choices: list, a: Any, b: Any, layout: Any, *,
-           deferred: bool = False) -> Any:
-    """Run the real selector (inside the compile the settings in force would apply to)."""
-    from torch._inductor import select_algorithm
+           deferred: bool = False, in_compile: dict | None = None) -> Any:
+    """Run the real selector (inside the compile the settings in force would apply to).
+
+    ``in_compile``: Inductor config that code running inside the compile sets after the
+    settings were applied (a custom pass, a torch path), which the settings cannot undo."""
+    from torch._inductor import config, select_algorithm
 
     from inductor_sm_override.compat import selector_cache
 
     selector = selector_cache(select_algorithm)  # Inductor's singleton, as in real use
-    with compiling():
+    with compiling(), config.patch(**(in_compile or {})):
         result = selector(name, choices, [a, b], layout, return_multi_template=deferred)
     node = result[0] if isinstance(result, tuple) else result
     return node

@@ -4,14 +4,11 @@ taken unchecked (issue 21)."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from two_ranks import run_two_ranks
 
 PROBE = Path(__file__).with_name("dist_probe.py")
 
@@ -20,18 +17,7 @@ PROBE = Path(__file__).with_name("dist_probe.py")
 def test_two_ranks_distributed_autotuning_in_a_verified_block(tmp_path):
     env = {**os.environ, "TORCHINDUCTOR_DISTRIBUTED_MAX_AUTOTUNE_GEMM": "1",
            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(PROBE), str(tmp_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
-    try:
-        output, _ = run.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)  # the launcher and both ranks
-        output, _ = run.communicate()
-    assert run.returncode == 0, output[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = run_two_ranks(PROBE, tmp_path, env=env, timeout_s=600)
     for result in ranks:
         assert result["distributed"] is True and result["ok"] is True, result
         mms = [d for d in result["decisions"] if d["name"] == "mm"]

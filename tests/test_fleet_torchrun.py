@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from two_ranks import run_two_ranks
 
 HERE = Path(__file__).parent
 PROBE = HERE / "fleet_rank_probe.py"
@@ -35,18 +35,7 @@ def _launch(tmp_path: Path, spec: dict, extra_env: dict | None = None) -> list[d
     env.update({"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": str(HERE.parent)})
     env.update(extra_env or {})
-    run = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(PROBE), str(tmp_path), json.dumps(spec)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
-    try:
-        output, _ = run.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)  # the launcher and both ranks
-        output, _ = run.communicate()
-    assert run.returncode == 0, output[-4000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return run_two_ranks(PROBE, tmp_path, json.dumps(spec), env=env, timeout_s=900)
 
 
 def _benchmarked(result: dict) -> list[dict]:

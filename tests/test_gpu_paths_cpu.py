@@ -97,10 +97,12 @@ def _subprocess_benchmarks(monkeypatch, claim_ms=1e-6):
 
 def test_template_timed_outside_the_check_is_removed(monkeypatch):
     _subprocess_benchmarks(monkeypatch)
-    with lowering() as (a, b, layout), iso.override(verify=True), \
-            config.patch(autotune_in_subproc=True):  # user code re-enables it mid-block
+    with lowering() as (a, b, layout), iso.override(verify=True):
         bad = Template("sub_bad", [a, b], layout, wrong=True)
-        select("mm", [extern(a, b, layout), bad], a, b, layout)
+        # code inside the compile switches subprocess benchmarking back on after the
+        # settings switched it off: the template is timed where no check runs
+        select("mm", [extern(a, b, layout), bad], a, b, layout,
+               in_compile={"autotune_in_subproc": True})
     event = _event()
     assert event["winner"] == "mm"
     assert event["rejected"]["sub_bad"] == autotune.UNVERIFIED_PATH
