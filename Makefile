@@ -14,9 +14,16 @@ STAMP := $(VENV)/.installed
 # cap such as /etc/xdg/pip's, which stays untouched).
 MATRIX ?= 2.11.0 2.15.0
 MATRIX_CACHE ?= $(HOME)/.cache/inductor_sm_override/venvs
-# Heaviest framework tests: run by `make test` (default release) only; skipped with a
-# printed reason in the matrix (see tests/matrix_plugin.py). MATRIX_SKIP= runs them too.
-MATRIX_SKIP ?= test_hf_models.py test_recipes.py
+# Heaviest framework tests, and those of this project's own tools (benchmark smoke runs, the
+# demo, the docs' examples), which drive torch only through code the rest of the suite already
+# runs on every release: run by `make test` (default release) only; skipped with a printed
+# reason in the matrix (see tests/matrix_plugin.py). MATRIX_SKIP= runs them too.
+MATRIX_SKIP ?= test_hf_models.py test_recipes.py test_benchmarks_smoke.py test_demo.py \
+  test_docs_examples.py
+# pytest-xdist workers for `make test` and each matrix release (TEST_JOBS=0: one process).
+# Most of a test's time is a child process starting or a compile waiting on g++, so two
+# workers on 2 cores take about 0.4x the serial time (docs/versions.md).
+TEST_JOBS ?= 2
 
 setup: $(STAMP)
 
@@ -42,7 +49,7 @@ redis:
 	       else echo "redis-server not installed (needs root and apt-get): the Redis tests will be skipped"; fi; }
 
 test: $(STAMP) lint redis
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 demo: $(STAMP)
 	$(PY) -m inductor_sm_override demo
@@ -68,7 +75,7 @@ matrix-one:
 	       && echo "$$key" > $(MVENV)/.iso-installed; }
 	@echo "== torch $(TORCH_RELEASE) ($(MVENV)) =="
 	ISO_MATRIX_SKIP="$(MATRIX_SKIP)" PYTHONPATH=$(CURDIR)/tests $(MVENV)/bin/python -m pytest -q \
-	  -p no:cacheprovider -p matrix_plugin
+	  -n $(TEST_JOBS) -p no:cacheprovider -p matrix_plugin
 
 
 # GPU acceptance check (benchmarks/gpu_check.py, issue 15). Needs no venv and installs nothing:

@@ -57,6 +57,16 @@ def nothing_left_patched():
     from inductor_sm_override.config_scope import PROCESS_CONFIG
 
     assert PROCESS_CONFIG.held() == {}  # no block's config left behind (torch < 2.13)
+    assert _hidden_config_keys() == []
+
+
+def _hidden_config_keys() -> list[str]:
+    """Inductor config keys deleted by a test (pytest's monkeypatch undo deletes what a
+    module's ``__dict__`` lacks): every later ``getattr`` of one raises in this process."""
+    import torch._inductor.config as config
+
+    return sorted(k for k, e in getattr(config, "_config", {}).items()
+                  if getattr(e, "hide", False))
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 ``ISO_MATRIX_SKIP`` lists test files (space separated, e.g. ``test_hf_models.py``) that a
 matrix run on a non-default torch skips, each with a printed reason: the heaviest framework
-tests (transformers/accelerate models) run on the default release (`make test`) only, so
-that CI fits its time limit. Everything else runs on every release.
+tests (transformers/accelerate models) and those of the project's own tools (benchmark smoke
+runs, the demo, the docs' examples) run on the default release (`make test`) only, so that
+CI fits its time limit. Everything else runs on every release.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def pytest_collection_modifyitems(config, items):
         return
     import torch
 
-    reason = (f"matrix run on torch {torch.__version__}: framework test, run on the default "
-              "release by `make test` only (CI time limit; ISO_MATRIX_SKIP)")
+    reason = (f"matrix run on torch {torch.__version__}: framework or tool test, run on the "
+              "default release by `make test` only (CI time limit; ISO_MATRIX_SKIP)")
     for item in items:
         if Path(str(item.fspath)).name in names:
             item.add_marker(pytest.mark.skip(reason=reason))

@@ -369,14 +369,16 @@ def test_compile_before_init_process_group_outside_torchrun_never_waits(monkeypa
     assert event["waited_s"] == 0.0 and "before init_process_group" in event["detail"]
 
 
-def test_a_fleet_switches_distributed_autotuning_off(monkeypatch):
+def test_a_fleet_switches_distributed_autotuning_off():
     """Distributed autotuning all-gathers inside each compile: with one leader compiling
     while the others wait for its graph, that collective would never complete."""
     import torch._inductor.config as config
 
     from inductor_sm_override.autotune import config_changes
 
-    monkeypatch.setattr(config, "distributed_max_autotune_gemm", True)
-    assert config_changes(Settings(fleet="job"), config)["distributed_max_autotune_gemm"] \
-        is False
-    assert "distributed_max_autotune_gemm" not in config_changes(Settings(), config)
+    # config.patch, not monkeypatch: pytest's undo deletes what a module's __dict__ lacks,
+    # and deleting a config key hides it from every later test in the process
+    with config.patch(distributed_max_autotune_gemm=True):
+        assert config_changes(Settings(fleet="job"), config)["distributed_max_autotune_gemm"] \
+            is False
+        assert "distributed_max_autotune_gemm" not in config_changes(Settings(), config)
