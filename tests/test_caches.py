@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from selector_harness import compiling
 
 import inductor_sm_override as iso
 
@@ -77,21 +78,13 @@ def test_user_post_grad_pass_still_runs_and_keeps_its_uuid():
     with config.patch(post_grad_custom_post_pass=Mine()):
         with iso.override():
             assert isinstance(config.post_grad_custom_post_pass, Mine)  # the block: unchanged
-            with _compiling():  # what a compile in the block runs under
+            with compiling():  # what a compile in the block runs under
                 salted = config.post_grad_custom_post_pass
                 assert salted is not None and salted.uuid()[0] == ("mine-v1",)
                 salted("graph")
         assert ran == ["graph"]
         assert isinstance(config.post_grad_custom_post_pass, Mine)
     assert config.post_grad_custom_post_pass is None
-
-
-def _compiling():
-    """The scope Inductor's compile entry opens for a compile here (compile_scope.py)."""
-    from inductor_sm_override import compile_scope, state
-
-    return compile_scope.applied(compile_scope.Binding(state.current(),
-                                                       state.current_budget()))
 
 
 @pytest.mark.slow
@@ -142,7 +135,7 @@ def test_nested_blocks_salt_like_one_block_with_the_same_settings():
             return "user-pass-1"
 
     def salt():
-        with _compiling():
+        with compiling():
             current = config.post_grad_custom_post_pass
             return current.uuid(), tuple(type(p).__name__ for p in current.inner)
 
@@ -198,7 +191,7 @@ def test_cache_hit_needs_a_key_salted_with_the_settings_in_force():
     with iso.override(max_choices=2):
         assert cache._on_load(loader, None, ("plain-key",), {})[0] is graph
         assert iso.cache_hits() == []  # the key in force is not salted with the settings
-        with _compiling():
+        with compiling():
             cache._on_load(loader, None, ("salted-key",), {"is_backward": True})
     (hit,) = iso.cache_hits()
     assert hit["key"] == "salted-key" and hit["backward"] is True

@@ -11,6 +11,7 @@ import torch
 from selector_harness import (
     Template,
     boxed,
+    compiling,
     extern,
     lowering,
     quiet_logging,
@@ -373,8 +374,6 @@ def test_compare_keeps_float64_and_exact_integer_precision():
 # --- 9. shared memory ----------------------------------------------------------------------
 
 def test_torch_shared_memory_pruning_is_on_in_blocks_and_recorded(fake_gpu):
-    from inductor_sm_override import compile_scope
-
     if not hasattr(config, "max_autotune_prune_choices_based_on_shared_mem"):
         pytest.skip("this torch has no shared-memory pruning switch")
     from torch._inductor.template_heuristics.triton import CUDAConfigHeuristic
@@ -383,7 +382,7 @@ def test_torch_shared_memory_pruning_is_on_in_blocks_and_recorded(fake_gpu):
     configs = list(heuristic.mm_configs)
     before = config.max_autotune_prune_choices_based_on_shared_mem  # on by default in 2.9
     with config.patch(max_autotune_prune_choices_based_on_shared_mem=False), iso.override(), \
-            compile_scope.applied(compile_scope.Binding(state.current())):  # a compile in it
+            compiling():  # a compile in it
         assert config.max_autotune_prune_choices_based_on_shared_mem is True
         kept = heuristic._prune_exceeding_max_shared_mem_configs(configs, 2)
         record = autotune.OpRecord(name="mm", settings=state.current())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cpu_compile import compile_under
+from selector_harness import compiling
 
 import inductor_sm_override as iso
 from inductor_sm_override.testing import inject_faults
@@ -53,11 +54,6 @@ def test_torch_verify_assertion_rejects_instead_of_aborting(cpu_model, monkeypat
 
 def test_unverifiable_autotune_paths_are_off_only_in_verified_blocks():
     import torch._inductor.config as config
-
-    from inductor_sm_override import compile_scope, state
-
-    def compiling():  # what a compile in the block runs under (compile_scope.py)
-        return compile_scope.applied(compile_scope.Binding(state.current()))
 
     with config.patch(autotune_in_subproc=True, autotune_local_cache=True):
         with iso.override(verify=True), compiling():
