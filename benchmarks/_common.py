@@ -48,7 +48,7 @@ def mlp(width: int, depth: int, device: str, dtype: Any) -> Any:
 
 def median_ms(fn: Any, repeat: int = 100) -> float:
     """Median synchronised wall time of ``fn`` in ms (the same timer iso.compile uses)."""
-    from inductor_sm_override.checked import median_time_ms
+    from inductor_sm_override.api.checked import median_time_ms
 
     return median_time_ms(fn, repeat=repeat)
 

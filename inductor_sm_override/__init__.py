@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import importlib
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~2 ms at start-up
+from .core import __version__
 
-__version__ = "0.1.0"
-
-_LAZY = {
-    "Settings": "settings",
-    "SettingsError": "errors",
-    "UnsupportedTorchError": "errors",
-    "override": "block",
-    "status": "block",
-    "compile": "checked",
-    "backend": "torch_backend",
-    "decisions": "autotune",
-    "clear_decisions": "autotune",
-    "cache_hits": "cache",
-    "clear_cache_hits": "cache",
-    "fleet_events": "fleet",
-    "limit_sms": "limit",
+_LAZY = {  # public name -> the module that defines it
+    "Settings": "core.settings",
+    "SettingsError": "core.errors",
+    "UnsupportedTorchError": "core.errors",
+    "override": "api.block",
+    "status": "api.block",
+    "compile": "api.checked",
+    "backend": "api.backend",
+    "decisions": "core.records",
+    "clear_decisions": "core.records",
+    "cache_hits": "hooks.cache",
+    "clear_cache_hits": "hooks.cache",
+    "fleet_events": "fleet.decisions",
+    "limit_sms": "api.limit",
 }
 
 __all__ = [
@@ -45,19 +43,10 @@ __all__ = [
     "status",
 ]
 
-if TYPE_CHECKING:
-    from .autotune import clear_decisions, decisions
-    from .block import override, status
-    from .cache import cache_hits, clear_cache_hits
-    from .checked import compile
-    from .errors import SettingsError, UnsupportedTorchError
-    from .fleet import fleet_events
-    from .limit import limit_sms
-    from .settings import Settings
-    from .torch_backend import backend
-
 
 def __getattr__(name: str) -> object:  # PEP 562
+    if name == "testing":  # iso.testing: fault injection and fake devices
+        return importlib.import_module(".testing", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'inductor_sm_override' has no attribute {name!r}")
@@ -67,4 +56,4 @@ def __getattr__(name: str) -> object:  # PEP 562
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"testing"})

@@ -80,13 +80,13 @@ def on_torch_import() -> None:
 
 def _on_gate_module(module: object) -> None:
     """``torch._inductor.utils`` was imported: validate the variables (one line or raise)."""
-    from .env import check_env
+    from .api.env import check_env
 
     check_env(os.environ, stream=sys.stderr)
 
 
 def _on_entry_module(module: object) -> None:
     """Inductor's compile entry point was imported: install the env layer."""
-    from .env import activate_from_env
+    from .api.env import activate_from_env
 
     activate_from_env(os.environ, stream=sys.stderr, report_errors=False)

@@ -1,144 +1,139 @@
-"""Where override settings are applied to a compile: the one place.
+"""Layer 4: one scope per Inductor compile, the one place where settings reach a compile.
 
-Blocks, the environment layer and ``iso.backend`` only decide *which* settings hold (a
-block through the context stack, the env layer process-wide, a backend by binding them).
-This module applies them, around Inductor's compile entry
-``torch._inductor.compile_fx.compile_fx`` (what dynamo's ``inductor`` backend and
-``torch.compile(mode=...)`` call; wrapped while the toolkit's patches are held) and around
-``iso.backend``'s compiles, in the thread that compiles, for exactly that compile:
+Blocks, the env layer and ``iso.backend`` only choose settings (the context stack, the base
+layer, a binding). Here, around Inductor's compile entry ``compile_fx`` (wrapped while the
+patches are held; what dynamo's ``inductor`` backend and ``torch.compile(mode=, options=)``
+call) and around ``iso.backend``'s compiles, in the compiling thread, for that compile:
 
-1. the toolkit's patches are held (refcounted; a gate that another library replaced
-   meanwhile is adopted, gate.py);
-2. the compile holds dynamo's compile lock from before its config is applied until after
-   it is restored (``compat.compile_exclusion``): torch already holds it around every frame
-   dynamo compiles and every backward compile (compiles through ``torch.compile`` run one
-   at a time), and this extends it to ``compile_fx`` called directly. Where Inductor's
-   config is process-global (torch < 2.13), a compile without override settings that
-   enters while the patches are held takes it too, so no compile sees another's config;
-3. the settings are pushed on this thread's context stack (``state.push_pinned``), so the
-   gate, the SM simulation and the autotune hooks read them;
-4. the config a compile needs is applied through compat's config adapter (per thread from
-   2.13, refcounted process-wide before): ``iso.backend``'s mode/options, then the settings'
-   own (autotune.block_changes: search space, autotune caches off under verify, the
-   FX-graph-cache salt) and functorch's ``force_non_lazy_backward_lowering`` where it exists;
-5. ``compile_fx``'s ``inner_compile`` is replaced by one bound to the same settings. AOT
-   autograd compiles every forward and backward graph through it (its fw, bw and inference
-   compilers), including a backward compiled lazily at the first ``.backward()``, after any
-   block has ended, in whatever thread runs it (torch 2.11/CUDA: autograd's device thread):
-   there the bound inner compile applies the same settings again (steps 1-4).
+1. the settings are resolved once into a :class:`Binding` (a stage's own settings win:
+   ``iso.backend`` and ``iso.compile`` bind theirs; a plain stage binds None, which is plain
+   torch even inside a block; else the block's, else the env layer's);
+2. the patches (:data:`PATCHES`: the hooks' ``build_patches``, the subscriptions) are held;
+   dynamo's compile lock is held from before any config goes in until it is out
+   (``compat.compile_exclusion``): compiles run one at a time, each under its own config;
+3. ``torch.compile``'s own ``mode``/``options`` (``config_patches``) go in first, as torch
+   applies them, then the settings' config (:func:`config_changes`, read from the live
+   config every time) and last the FX-graph-cache salt (hooks/cache.py), so a user's
+   ``post_grad_custom_post_pass`` never replaces it; functorch's
+   ``force_non_lazy_backward_lowering`` where this torch has it;
+4. the binding is pinned on this thread's context stack (``state.push_pinned``): the gate
+   and the hooks read exactly these settings;
+5. ``compile_fx``'s ``inner_compile`` is bound to the binding: every forward/backward graph
+   (a lazy backward, a recompile, in any thread) applies steps 2-4 again, with the options
+   and the settings' config applied innermost, right around the graph's compile.
 
 Calling a compiled function runs none of this: only compiles do.
-
-Extension point: :data:`GRAPH_HOOKS`, callables ``hook(settings) -> context manager``,
-entered (in list order) around each graph compiled or loaded under override settings: one
-forward or backward graph through the inner compile (Inductor's FX-graph-cache lookup
-included), or one graph loaded by AOT autograd's cache (which bypasses the inner compile),
-in the compiling thread, with that compile's settings. A hook that raises fails the
-compile; a hook that only observes must catch its own errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import wrapt
 
-from . import compat, config_scope, state
-from .budget import Budget
-from .config_scope import ConfigChanges
-from .patching import Patch
-from .settings import Settings
+from .checks import manifest
+from .core import events, state
+from .core.budget import Budget
+from .core.patching import Append, Patch, PatchSet
+from .core.settings import Settings
+from .fleet import decisions
+from .hooks import cache, distributed, fusion, gate, generation, selector
+from .torch_plan import compat
+from .torch_plan.config_scope import PROCESS, ConfigChanges
 
-GRAPH_HOOKS: list[Callable[[Settings], contextlib.AbstractContextManager]] = []
+HOOKS = (gate, selector, generation, fusion, cache, distributed)  # one module per site
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Binding:
     """What one compile, and every later graph of it, is compiled under."""
 
-    settings: Settings | None  # None: a plain compile (held back only where config is
-    # process-global, so that it never sees another compile's config)
+    settings: Settings | None  # None: plain torch
     budget: Budget | None = None
-    bound: bool = False  # iso.backend: the settings belong to the compiled function
+    bound: bool = False  # iso.backend / iso.compile: the settings belong to the function
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # mode/options
 
 
-_BINDING: contextvars.ContextVar[Binding | None] = contextvars.ContextVar(
-    "inductor_sm_override_compile", default=None)
-_IN_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "inductor_sm_override_graph", default=False)
+def _build() -> list[Any]:
+    plan = compat.current_plan()
+    patches: list[Any] = [p for hook in HOOKS for p in hook.build_patches(plan)]
+    patches += decisions.build_patches(plan)
+    patches.append(Append(events, "GRAPH_SCOPES", manifest.graph_scope))
+    raw = vars(plan.entry_owner).get(compat.ENTRY_NAME) if plan.entry_owner else None
+    if raw is not None:
+        patches.append(Patch(plan.entry_owner, compat.ENTRY_NAME,
+                             wrapt.FunctionWrapper(raw, _entry)))
+    return patches
 
 
-def current() -> Binding | None:
-    """The binding of the compile running in this thread/context, or None."""
-    return _BINDING.get()
+# Held while any settings can apply (blocks, the env layer, each bound compile).
+PATCHES = PatchSet(_build, lambda: gate.clear_caches(compat.current_plan()))
+# Held by blocks only: the lazy-compile-trap check on calls of compiled graphs.
+CALL_CHECKS = PatchSet(cache.build_call_patches)
 
 
-def _settings_changes(plan: compat.Plan, settings: Settings) -> list[ConfigChanges]:
-    import torch._inductor.config as inductor_config
+def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
+    """Inductor config of a compile under ``settings`` (without the salt): no unverifiable
+    autotune paths, the search space, shared-memory pruning, no distributed autotuning
+    under a fleet (each rank's compile must not wait on a collective of the others)."""
+    changes: dict[str, Any] = {}
+    if settings.verify:
+        for key in ("autotune_in_subproc", "pipeline_max_autotune_gemm",  # escape the check
+                    "autotune_local_cache", "autotune_remote_cache"):  # unchecked winners
+            if hasattr(config, key):
+                changes[key] = False
+    if hasattr(config, "max_autotune_prune_choices_based_on_shared_mem"):
+        changes["max_autotune_prune_choices_based_on_shared_mem"] = True
+    if settings.search_space is not None and hasattr(config, "max_autotune_gemm_search_space"):
+        changes["max_autotune_gemm_search_space"] = settings.search_space
+    if settings.fleet is not None and getattr(config, "distributed_max_autotune_gemm", False):
+        changes["distributed_max_autotune_gemm"] = False
+    return changes
 
-    from .autotune import block_changes
 
-    found = []
-    changes = block_changes(settings)  # reads the user's post-grad pass: after mode/options
-    if changes:
-        found.append(ConfigChanges(inductor_config, changes))
-    backward = plan.backward_changes()
-    if backward is not None:
-        found.append(backward)
-    return found
+@contextlib.contextmanager
+def _inductor_config(binding: Binding) -> Iterator[None]:
+    """The options, then the settings' config, then the salt (last), in this thread."""
+    import torch._inductor.config as config
+
+    with contextlib.ExitStack() as stack:
+        if binding.config:
+            stack.callback(compat.enter_config(ConfigChanges(config, binding.config)).exit)
+        settings = state.current()
+        if settings is not None:
+            changes = config_changes(settings, config)
+            if changes:
+                stack.callback(compat.enter_config(ConfigChanges(config, changes)).exit)
+            salt = cache.salted_post_pass(config.post_grad_custom_post_pass, settings)
+            if salt is not None:
+                stack.callback(compat.enter_config(ConfigChanges(
+                    config, {"post_grad_custom_post_pass": salt})).exit)
+        yield
 
 
 @contextlib.contextmanager
 def applied(binding: Binding) -> Iterator[None]:
-    """Apply ``binding`` to the compile that runs inside, in this thread (steps 1-4)."""
-    from .block import PATCHES
-    from .gate import adopt_replacements
-
+    """Apply ``binding`` to the compile that runs inside, in this thread (steps 2-4)."""
     plan = compat.current_plan()
-    settings = binding.settings
-    if settings is not None and not compat.check_plan(plan, settings):
-        settings = None  # unknown torch layout: compile as plain torch (mode/options kept)
+    if binding.settings is not None and not compat.check_plan(plan, binding.settings):
+        binding = dataclasses.replace(binding, settings=None)  # unknown layout: plain torch
     with contextlib.ExitStack() as stack:
-        if settings is not None:
+        if binding.settings is not None:
             PATCHES.acquire()
             stack.callback(PATCHES.release)
-            adopt_replacements(plan, PATCHES)
+            gate.adopt_replacements(plan, PATCHES)
         stack.enter_context(compat.compile_exclusion(plan))
-        if binding.config:
-            import torch._inductor.config as inductor_config
-
-            stack.callback(compat.enter_config(ConfigChanges(inductor_config,
-                                                             binding.config)).exit)
-        if settings is not None:
-            entry = state.push_pinned(settings, binding.budget)
-            stack.callback(state.pop, entry)
-            for changes in _settings_changes(plan, settings):
-                stack.callback(compat.enter_config(changes).exit)
-        token = _BINDING.set(binding)
-        stack.callback(_BINDING.reset, token)
+        stack.callback(state.pop, state.push_pinned(binding))
+        backward = plan.backward_changes() if binding.settings is not None else None
+        if backward is not None:
+            stack.callback(compat.enter_config(backward).exit)
+        stack.enter_context(_inductor_config(binding))
         yield
-
-
-@contextlib.contextmanager
-def graph_scope(settings: Settings | None) -> Iterator[None]:
-    """Enter :data:`GRAPH_HOOKS` around one graph (not again inside one)."""
-    if settings is None or not GRAPH_HOOKS or _IN_GRAPH.get():
-        yield
-        return
-    token = _IN_GRAPH.set(True)
-    try:
-        with contextlib.ExitStack() as stack:
-            for hook in list(GRAPH_HOOKS):
-                stack.enter_context(hook(settings))
-            yield
-    finally:
-        _IN_GRAPH.reset(token)
 
 
 def bind(inner_compile: Callable[..., Any], binding: Binding) -> Callable[..., Any]:
@@ -146,32 +141,36 @@ def bind(inner_compile: Callable[..., Any], binding: Binding) -> Callable[..., A
 
     @functools.wraps(inner_compile)
     def compile_graph(*args: Any, **kwargs: Any) -> Any:
-        if _BINDING.get() is binding:  # inside the compile it belongs to
-            with graph_scope(binding.settings):
-                return inner_compile(*args, **kwargs)
-        with applied(binding), graph_scope(binding.settings):  # later: lazy backward, ...
+        with contextlib.ExitStack() as stack:
+            if state.current_compile() is not binding:  # later: lazy backward, other thread
+                stack.enter_context(applied(binding))
+            else:  # innermost, after anything torch applied around the inner compile
+                stack.enter_context(_inductor_config(binding))
+            stack.enter_context(events.graph_scope(binding.settings))
             return inner_compile(*args, **kwargs)
 
     compile_graph.inductor_sm_override_binding = binding  # type: ignore[attr-defined]
     return compile_graph
 
 
-def _with_bound_inner(plan: compat.Plan, binding: Binding, args: tuple,
-                      kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-    """compile_fx(model_, example_inputs_, inner_compile=compile_fx_inner, ...)."""
-    if len(args) > 2:
-        return (*args[:2], bind(args[2], binding), *args[3:]), kwargs
-    inner = kwargs.get("inner_compile", plan.inner_compile)
-    return args, {**kwargs, "inner_compile": bind(inner, binding)}
-
-
 def compile_under(binding: Binding, entry: Callable[..., Any], args: tuple,
                   kwargs: dict[str, Any]) -> Any:
-    """Run the compile entry ``entry(*args, **kwargs)`` under ``binding``."""
+    """Run the compile entry ``entry(*args, **kwargs)`` (``compile_fx``'s signature) under
+    ``binding``; its ``config_patches`` join the binding's options (applied first)."""
     plan = compat.current_plan()
-    args, kwargs = _with_bound_inner(plan, binding, args, kwargs)
+    try:
+        call = inspect.signature(inspect.unwrap(entry)).bind(*args, **kwargs).arguments
+    except TypeError:
+        call = {}
+    patches = {**binding.config, **(call.pop("config_patches", None) or {})}
+    if call and patches != dict(binding.config):
+        binding = dataclasses.replace(binding, config=patches)
+    if not call:  # not compile_fx's signature: apply around the call, as it is
+        with applied(binding):
+            return entry(*args, **kwargs)
+    call["inner_compile"] = bind(call.get("inner_compile", plan.inner_compile), binding)
     with applied(binding):
-        return entry(*args, **kwargs)
+        return entry(**call)
 
 
 def compile_bound(model: Any, example_inputs: Any, binding: Binding,
@@ -183,29 +182,19 @@ def compile_bound(model: Any, example_inputs: Any, binding: Binding,
         from torch._inductor.compile_fx import compile_fx
 
         return compile_fx(model, example_inputs, config_patches=dict(binding.config))
-    entry = getattr(plan.entry_owner, compat.ENTRY_NAME)  # our wrapper passes through here
     kwargs = {}
     if region and "compile_region_name" in plan.entry_params:
         kwargs["compile_region_name"] = region
+    entry = getattr(plan.entry_owner, compat.ENTRY_NAME)  # our wrapper passes through
     return compile_under(binding, entry, (model, example_inputs), kwargs)
 
 
 def _entry(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Around ``compile_fx`` while the patches are held: the settings in force here (a
-    block's, else the env layer's) apply to this compile and every later graph of it."""
-    if _BINDING.get() is not None:  # compile_fx calls itself (config_patches), iso.backend
+    """Around ``compile_fx`` while the patches are held: a compile not yet bound gets the
+    settings in force here (a block's, else the env layer's)."""
+    if state.current_compile() is not None:  # inside a compile already (iso.backend, ...)
         return wrapped(*args, **kwargs)
     settings = state.current()
-    if settings is None and compat.current_plan().config_scope != config_scope.PROCESS:
+    if settings is None and compat.current_plan().config_scope != PROCESS:
         return wrapped(*args, **kwargs)  # plain compile, per-thread config: nothing to do
     return compile_under(Binding(settings, state.current_budget()), wrapped, args, kwargs)
-
-
-def build_patches(plan: compat.Plan) -> list[Patch]:
-    """The compile-entry wrapper (installed with the other patches)."""
-    if plan.entry_owner is None:
-        return []
-    raw = vars(plan.entry_owner).get(compat.ENTRY_NAME)
-    if raw is None:
-        return []
-    return [Patch(plan.entry_owner, compat.ENTRY_NAME, wrapt.FunctionWrapper(raw, _entry))]

@@ -13,6 +13,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from .core.patching import _remove
+from .hooks import selector
+from .torch_plan.compat import has_preprocessing_hook, is_reference, selector_cache
+
 
 @dataclasses.dataclass(frozen=True)
 class FakeDeviceProperties:
@@ -164,7 +168,6 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
 
     from torch._inductor import select_algorithm
 
-    from .compat import is_reference
 
     if mode not in FAULT_MODES:
         raise ValueError(f"mode={mode!r}: expected one of {FAULT_MODES}")
@@ -191,13 +194,10 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
 
     import torch._inductor.config as config
 
-    from . import autotune
-    from .compat import has_preprocessing_hook, selector_cache
-
     cache = selector_cache(select_algorithm)
     # torch <= 2.8 has no preprocessing hook: the toolkit's __call__ wrapper runs it
     hooks = cache.preprocessing_fns if has_preprocessing_hook(cache) else \
-        autotune.extra_preprocessing_fns
+        selector.extra_preprocessing_fns
     hooks.insert(0, corrupt)
     no_caches = {k: False for k in ("autotune_local_cache", "autotune_remote_cache")
                  if hasattr(config, k)}  # faulty timings must never be stored
@@ -207,8 +207,6 @@ def inject_faults(pattern: str = ".*", mode: str = "wrong", *, fastest: bool = T
             yield corrupted
         completed = True
     finally:
-        from .patching import _remove
-
         _remove(hooks, corrupt)
     if completed and not corrupted:
         warnings.warn(_nothing_injected(pattern, ops, candidates), NoFaultInjectedWarning,

@@ -43,8 +43,9 @@ def nothing_left_patched():
     import torch._inductor.utils as utils
     from torch._inductor.runtime.hints import DeviceProperties
 
-    from inductor_sm_override import compat, state
-    from inductor_sm_override.block import PATCHES
+    from inductor_sm_override.torch_plan import compat
+    from inductor_sm_override.core import state
+    from inductor_sm_override.compile_scope import PATCHES
 
     gate = vars(utils)["is_big_gpu"]
     create = vars(DeviceProperties)["create"]
@@ -54,7 +55,7 @@ def nothing_left_patched():
     assert vars(DeviceProperties)["create"] is create
     assert state.depth() == 0 and state.base() is None
     assert compat is not None
-    from inductor_sm_override.config_scope import PROCESS_CONFIG
+    from inductor_sm_override.torch_plan.config_scope import PROCESS_CONFIG
 
     assert PROCESS_CONFIG.held() == {}  # no block's config left behind (torch < 2.13)
     assert _hidden_config_keys() == []

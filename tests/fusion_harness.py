@@ -25,7 +25,7 @@ from torch._inductor.scheduler import FusionResult
 from torch._inductor.select_algorithm import TritonTemplateCaller
 from torch._inductor.virtualized import V
 
-from inductor_sm_override import fusion
+from inductor_sm_override.hooks import fusion
 
 EPILOGUE_MS, FUSED_MS = 0.3, 0.1
 

@@ -151,7 +151,8 @@ def compiling() -> Any:
     """What Inductor's compile entry opens around lowering and scheduling in real use: the
     settings in force here applied to "this compile" (compile_scope.py: config such as the
     autotune caches off, the search space), nothing when no settings hold."""
-    from inductor_sm_override import compile_scope, state
+    from inductor_sm_override import compile_scope
+    from inductor_sm_override.core import state
 
     settings = state.current()
     if settings is None:
@@ -169,7 +170,7 @@ def select(name: str, choices: list, a: Any, b: Any, layout: Any, *,
     settings were applied (a custom pass, a torch path), which the settings cannot undo."""
     from torch._inductor import config, select_algorithm
 
-    from inductor_sm_override.compat import selector_cache
+    from inductor_sm_override.torch_plan.compat import selector_cache
 
     selector = selector_cache(select_algorithm)  # Inductor's singleton, as in real use
     with compiling(), config.patch(**(in_compile or {})):

@@ -52,7 +52,7 @@ def test_graph_compiled_under_the_override_is_not_served_plain(tmp_path):
 
 
 def test_settings_key_ignores_only_what_changes_no_code():
-    from inductor_sm_override.cache import settings_key
+    from inductor_sm_override.core.settings import settings_key
 
     base = iso.Settings()
     assert settings_key(base) == settings_key(iso.Settings(report="x.jsonl", quiet=True))
@@ -180,7 +180,7 @@ def test_env_layer_salts_graphs_compiled_in_a_worker_thread(tmp_path):
 def test_cache_hit_needs_a_key_salted_with_the_settings_in_force():
     """A worker thread under the env layer used to load a plain graph (unsalted key) and
     report it as a cache_hit of the override. Only a salted key's load is one now."""
-    from inductor_sm_override import cache
+    from inductor_sm_override.hooks import cache
 
     graph = object()
 

@@ -62,7 +62,7 @@ def test_search_space_is_passed_through_for_the_compile_only():
     def other_thread():
         seen["other"] = inductor_config.max_autotune_gemm_search_space
 
-    compile_scope.GRAPH_HOOKS.append(hook)
+    events.GRAPH_SCOPES.append(hook)
     try:
         with iso.override(search_space="exhaustive"):
             seen["inside"] = inductor_config.max_autotune_gemm_search_space
@@ -71,6 +71,6 @@ def test_search_space_is_passed_through_for_the_compile_only():
             thread.join()
             torch.compile(lambda t: torch.sin(t) * 1.5, mode="default")(torch.ones(3))
     finally:
-        compile_scope.GRAPH_HOOKS.remove(hook)
+        events.GRAPH_SCOPES.remove(hook)
     assert seen == {"inside": before, "other": before, "compiling": "EXHAUSTIVE"}
     assert inductor_config.max_autotune_gemm_search_space == before

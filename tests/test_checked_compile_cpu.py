@@ -86,7 +86,7 @@ def test_prefer_fastest_times_both_and_says_why(cpu_model, tmp_path):
 
 
 def test_fastest_choice_text_names_the_faster_and_the_margin():
-    from inductor_sm_override.checked import choose_faster
+    from inductor_sm_override.api.checked import choose_faster
 
     assert choose_faster(0.10, 0.35) == (
         "override", "override kept: 71.4% faster than plain (override 0.100 ms, plain "
@@ -100,7 +100,7 @@ def test_fastest_choice_text_names_the_faster_and_the_margin():
 def test_check_inputs_are_cloned_with_their_aliasing():
     """ids passed as input and as labels= stay one tensor in the check's copy (dynamo
     guards on it); views keep their strides and share one copied storage."""
-    from inductor_sm_override.outputs import clone
+    from inductor_sm_override.checks.outputs import clone
 
     ids = torch.arange(12).reshape(3, 4)
     x = torch.randn(4, 6, requires_grad=True)
@@ -155,7 +155,7 @@ def test_case1_opaque_output_objects_are_compared_by_their_tensors():
 
 
 def test_case1_structure_mismatch_names_the_path():
-    from inductor_sm_override.outputs import compare_trees
+    from inductor_sm_override.checks.outputs import compare_trees
 
     a = {"out": torch.ones(2), "cache": Box([torch.ones(2)], [torch.ones(2)])}
     b = {"out": torch.ones(2), "cache": Box([torch.ones(2), torch.ones(2)], [torch.ones(2)])}

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from inductor_sm_override import cli
-from inductor_sm_override.report import format_table, summarize
+from inductor_sm_override.tools import cli
+from inductor_sm_override.tools.report import format_table, summarize
 
 CLI = [sys.executable, "-m", "inductor_sm_override"]
 EVENT = {"event": "autotune", "name": "mm", "device": "cpu", "shapes": [[4, 4]],
@@ -73,7 +73,7 @@ def test_bad_values_are_refused_naming_the_flag(capsys, args, flag):
 
 
 def test_good_values_still_reach_the_command(capsys, monkeypatch):
-    from inductor_sm_override import launcher
+    from inductor_sm_override.tools import launcher
 
     seen = {}
     monkeypatch.setattr(launcher, "exec_command", lambda cmd, env: seen.update(env=env))
@@ -107,7 +107,7 @@ def test_report_plot_into_a_missing_folder_is_one_line(report_file, tmp_path):
 
 def test_report_plot_that_cannot_be_written_is_one_line(capsys, monkeypatch, report_file,
                                                         tmp_path):
-    from inductor_sm_override import report
+    from inductor_sm_override.tools import report
 
     def refuse(events, out):
         raise PermissionError(13, "Permission denied", out)

@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override import compat
-from inductor_sm_override.block import PATCHES
+from inductor_sm_override.torch_plan import compat
+from inductor_sm_override.compile_scope import PATCHES
 
 
 def _gate_module(gate) -> ModuleType:
@@ -98,11 +98,11 @@ def test_failed_install_is_rolled_back(monkeypatch):
     _use_fake(monkeypatch, "2.13.0", {"torch._inductor.utils": utils})
 
     def broken(plan):
-        from inductor_sm_override.patching import Patch
+        from inductor_sm_override.core.patching import Patch
 
         return [Patch(utils, "is_big_gpu", object()), Patch(None, "x", 1)]  # second fails
 
-    monkeypatch.setattr("inductor_sm_override.gate.build_patches", broken)
+    monkeypatch.setattr("inductor_sm_override.hooks.gate.build_patches", broken)
     with pytest.raises(TypeError), iso.override(verify=False):
         pass
     assert utils.is_big_gpu is _good_gate and not PATCHES.installed

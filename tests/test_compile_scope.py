@@ -20,10 +20,12 @@ import torch._inductor.config as inductor_config
 import torch._inductor.utils as utils
 
 import inductor_sm_override as iso
-from inductor_sm_override import compat, compile_scope, state
-from inductor_sm_override import env as iso_env
-from inductor_sm_override.block import CALL_CHECKS, PATCHES
-from inductor_sm_override.cache import settings_key
+from inductor_sm_override.torch_plan import compat
+from inductor_sm_override import compile_scope
+from inductor_sm_override.core import state
+from inductor_sm_override.api import env as iso_env
+from inductor_sm_override.compile_scope import CALL_CHECKS, PATCHES
+from inductor_sm_override.core.settings import settings_key
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +44,11 @@ def graphs():
                      "patched": PATCHES.installed})
         yield
 
-    compile_scope.GRAPH_HOOKS.append(hook)
+    events.GRAPH_SCOPES.append(hook)
     try:
         yield seen
     finally:
-        compile_scope.GRAPH_HOOKS.remove(hook)
+        events.GRAPH_SCOPES.remove(hook)
 
 
 @pytest.fixture

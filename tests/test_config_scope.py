@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override import compat, config_scope
-from inductor_sm_override.config_scope import ConfigChanges
+from inductor_sm_override.torch_plan import compat
+from inductor_sm_override.torch_plan import config_scope
+from inductor_sm_override.torch_plan.config_scope import ConfigChanges
 
 
 class GlobalConfig(ModuleType):
@@ -201,7 +202,7 @@ def test_two_threads_compiling_at_once_each_get_their_own_config():
     import torch._inductor.config as config
     from torch._inductor import lowering
 
-    from inductor_sm_override.cache import settings_key
+    from inductor_sm_override.core.settings import settings_key
 
     process = compat.current_plan().config_scope == config_scope.PROCESS
     keys = ("max_autotune_gemm_search_space", "post_grad_custom_post_pass")

@@ -19,7 +19,7 @@ import torch
 from doc_blocks import DOCS, provide_placeholders, python_blocks
 
 import inductor_sm_override as iso
-from inductor_sm_override.checked import CheckedCompiled
+from inductor_sm_override.api.checked import CheckedCompiled
 from inductor_sm_override.testing import NoFaultInjectedWarning
 
 CUDA = torch.cuda.is_available()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override import env as iso_env
+from inductor_sm_override.api import env as iso_env
 from inductor_sm_override._hook import PTH_LINE, PTH_NAME
 
 HERE = Path(__file__).parent
@@ -36,7 +36,7 @@ def _probe(*args: str, python: str = sys.executable, **env: str):
 
 
 def test_pth_is_installed_in_this_environment():
-    from inductor_sm_override.launcher import installed_pth
+    from inductor_sm_override.tools.launcher import installed_pth
 
     found = installed_pth()
     assert found and found[0].read_text() == PTH_LINE
@@ -161,7 +161,7 @@ def test_hook_status_reports_variables_and_parse(tmp_path):
 
 
 def test_hook_install_uninstall_idempotent_and_refuses(tmp_path, monkeypatch):
-    from inductor_sm_override import launcher
+    from inductor_sm_override.tools import launcher
 
     run = lambda *a: subprocess.run([*CLI, "hook", *a], capture_output=True, text=True)  # noqa: E731
     first = run("install", "--site-dir", str(tmp_path))

@@ -14,11 +14,12 @@ import threading
 import pytest
 import torch.distributed as dist
 
-from inductor_sm_override import fleet, fleet_group
-from inductor_sm_override.fleet_group import Group
-from inductor_sm_override.manifest import seal
+from inductor_sm_override.fleet import decisions as fleet
+from inductor_sm_override.fleet import group as fleet_group
+from inductor_sm_override.fleet.decisions.group import Group
+from inductor_sm_override.checks.manifest import seal
 from inductor_sm_override.manifest_store import STORE
-from inductor_sm_override.settings import Settings
+from inductor_sm_override.core.settings import Settings
 
 KEY = "fabcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrs"
 OTHER = "fzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
@@ -313,8 +314,8 @@ def test_group_after_init_process_group_uses_the_default_store(tmp_path):
 
 
 def test_fleet_settings_change_no_compiled_code():
-    from inductor_sm_override.cache import settings_key
-    from inductor_sm_override.manifest import compiled_settings
+    from inductor_sm_override.core.settings import settings_key
+    from inductor_sm_override.checks.manifest import compiled_settings
 
     fleet_on = Settings(fleet="node", fleet_timeout_s=5)
     assert settings_key(fleet_on) == settings_key(Settings())  # the same FX-graph-cache key
@@ -322,7 +323,7 @@ def test_fleet_settings_change_no_compiled_code():
 
 
 def test_report_shows_what_each_rank_did():
-    from inductor_sm_override.report import format_table, summarize
+    from inductor_sm_override.tools.report import format_table, summarize
 
     base = {"event": "fleet", "scope": "job", "group": "job", "leader": "rank 0"}
     events = [
@@ -374,7 +375,7 @@ def test_a_fleet_switches_distributed_autotuning_off():
     while the others wait for its graph, that collective would never complete."""
     import torch._inductor.config as config
 
-    from inductor_sm_override.autotune import config_changes
+    from inductor_sm_override.hooks.selector import config_changes
 
     # config.patch, not monkeypatch: pytest's undo deletes what a module's __dict__ lacks,
     # and deleting a config key hides it from every later test in the process

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from inductor_sm_override import manifest
-from inductor_sm_override.provenance import CARRIED
+from inductor_sm_override.checks import manifest
+from inductor_sm_override.hooks.cache import CARRIED
 
 PROBE = Path(__file__).with_name("fleet_probe.py")
 CLI = [sys.executable, "-m", "inductor_sm_override"]

@@ -15,7 +15,8 @@ from selector_harness import extern, lowering, quiet_logging, run_deferred, sele
 from torch._inductor import ir
 
 import inductor_sm_override as iso
-from inductor_sm_override import compat, fusion
+from inductor_sm_override.torch_plan import compat
+from inductor_sm_override.hooks import fusion
 
 _RELEASE = tuple(int(p) for p in compat.torch_release(torch.__version__).split("."))
 pytestmark = pytest.mark.skipif(_RELEASE < (2, 10), reason="torch < 2.10 never defers CPU ops")

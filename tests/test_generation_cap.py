@@ -13,8 +13,10 @@ from torch._inductor.graph import GraphLowering
 from torch._inductor.virtualized import V
 
 import inductor_sm_override as iso
-from inductor_sm_override import generation, search, state
-from inductor_sm_override.records import OpRecord
+from inductor_sm_override.hooks import generation
+from inductor_sm_override.policy import search
+from inductor_sm_override.core import state
+from inductor_sm_override.core.records import OpRecord
 
 choices_module = pytest.importorskip("torch._inductor.choices")
 if "_finalize_template_configs" not in vars(choices_module.InductorChoices):
@@ -75,7 +77,7 @@ def _finalize(inputs, ktcs, op="mm"):
 
 def _pending_record():
     record = OpRecord(name="mm", settings=state.current())
-    generation.take_pending(record)
+    record.take_pending()
     return record
 
 
@@ -115,7 +117,7 @@ def test_spent_budget_generates_no_template(fake_gpu):
 
 
 def test_budget_bounds_what_is_generated(fake_gpu):
-    from inductor_sm_override.budget import PRIOR_S_PER_CHOICE
+    from inductor_sm_override.core.budget import PRIOR_S_PER_CHOICE
 
     with _gemm() as (inputs, ktcs), iso.override(budget_s=5 * PRIOR_S_PER_CHOICE):
         kept = _finalize(inputs, ktcs)

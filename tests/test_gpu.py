@@ -12,7 +12,7 @@ import torch._inductor.config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 import inductor_sm_override as iso
-from inductor_sm_override import fusion
+from inductor_sm_override.hooks import fusion
 from inductor_sm_override.testing import FUSED_FAULT_MARK, inject_faults, inject_fused_faults
 
 pytestmark = pytest.mark.gpu
@@ -160,7 +160,7 @@ def test_deferred_budget_holds_and_every_op_gets_templates():
 def test_compare_runs_on_the_device():
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from inductor_sm_override.verify import compare
+    from inductor_sm_override.checks.verify import compare
 
     class Watch(TorchDispatchMode):
         host = []

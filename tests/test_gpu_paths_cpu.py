@@ -25,8 +25,10 @@ from torch._inductor import config
 from torch._inductor.select_algorithm import AlgorithmSelectorCache
 
 import inductor_sm_override as iso
-from inductor_sm_override import autotune, compat, state
-from inductor_sm_override.verify import compare
+from inductor_sm_override.hooks import selector as autotune
+from inductor_sm_override.torch_plan import compat
+from inductor_sm_override.core import state
+from inductor_sm_override.checks.verify import compare
 
 
 @pytest.fixture(autouse=True)
@@ -183,7 +185,7 @@ needs_deferred_on_cpu = pytest.mark.skipif(
 
 @needs_deferred_on_cpu
 def test_deferred_ops_get_their_budget_when_benchmarked():
-    from inductor_sm_override.budget import PRIOR_S_PER_CHOICE
+    from inductor_sm_override.core.budget import PRIOR_S_PER_CHOICE
 
     with lowering() as (a, b, layout), iso.override(budget_s=6 * PRIOR_S_PER_CHOICE):
         budget = state.current_budget()
@@ -313,7 +315,7 @@ def test_deterministic_pick_is_recorded():
 
 def test_node_only_result_closes_the_record():
     """torch 2.9-2.12 return only the node from __call__ (2.11 select_algorithm.py:2920)."""
-    from inductor_sm_override.autotune import _selector_call
+    from inductor_sm_override.hooks.selector import _selector_call
 
     with lowering() as (a, b, layout), iso.override(max_choices=0):
         selector = AlgorithmSelectorCache()
@@ -386,7 +388,7 @@ def test_torch_shared_memory_pruning_is_on_in_blocks_and_recorded(fake_gpu):
         assert config.max_autotune_prune_choices_based_on_shared_mem is True
         kept = heuristic._prune_exceeding_max_shared_mem_configs(configs, 2)
         record = autotune.OpRecord(name="mm", settings=state.current())
-        autotune._take_pruned(record)
+        record.take_pending()
     assert config.max_autotune_prune_choices_based_on_shared_mem == before
     pruned = [n for n, why in record.dropped.items() if why == "smem"]
     assert len(pruned) == len(configs) - len(kept) > 0

@@ -12,7 +12,7 @@ import torch
 import torch._inductor.config as inductor_config
 
 import inductor_sm_override as iso
-from inductor_sm_override.outputs import tensors
+from inductor_sm_override.checks.outputs import tensors
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow

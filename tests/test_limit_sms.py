@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import inductor_sm_override as iso
-from inductor_sm_override import limit
+from inductor_sm_override.api import limit
 
 
 @pytest.mark.parametrize("requested, major, total, expected", [
@@ -282,17 +282,17 @@ def test_result_read_after_the_block_is_complete():
 def test_the_limit_in_force_is_recorded_in_manifests(fake_green):
     """A graph autotuned inside limit_sms was timed on that many SMs: its manifest's
     producer says so, next to the real and simulated counts."""
-    from inductor_sm_override.manifest import device_info
-    from inductor_sm_override.settings import Settings
+    from inductor_sm_override.torch_plan.hardware import device_info, limited_sms
+    from inductor_sm_override.core.settings import Settings
 
-    assert limit.limited_sms() is None
+    assert limited_sms() is None
     with iso.limit_sms(40) as outer:
-        assert limit.limited_sms() == limit.limited_sms(0) == outer.sms == 40
+        assert limited_sms() == limited_sms(0) == outer.sms == 40
         with iso.limit_sms(20):
-            assert limit.limited_sms() == 20
-            info = device_info(Settings(simulate_sms=16), [{"device": "cuda:0"}])
+            assert limited_sms() == 20
+            info = device_info(Settings(simulate_sms=16), "cuda:0")
             assert (info["sms"], info["simulated_sms"], info["limited_sms"]) == (46, 16, 20)
-        assert limit.limited_sms(1) is None  # another device: not limited
-        assert limit.limited_sms() == 40
-    assert limit.limited_sms() is None
+        assert limited_sms(1) is None  # another device: not limited
+        assert limited_sms() == 40
+    assert limited_sms() is None
     assert device_info(Settings(), [{"device": "cuda:0"}])["limited_sms"] is None

@@ -8,11 +8,11 @@ import json
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override import manifest
-from inductor_sm_override.cache import settings_key
+from inductor_sm_override.checks import manifest
+from inductor_sm_override.core.settings import settings_key
 from inductor_sm_override.manifest_store import STORE, ManifestStore
-from inductor_sm_override.provenance import CARRIED, judge
-from inductor_sm_override.settings import Settings, SettingsError
+from inductor_sm_override.hooks.cache import CARRIED, judge
+from inductor_sm_override.core.settings import Settings, SettingsError
 
 KEY = "fabcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstu"
 

@@ -11,7 +11,7 @@ import torch._inductor.utils as utils
 from torch._inductor.runtime.hints import DeviceProperties
 
 import inductor_sm_override as iso
-from inductor_sm_override.block import PATCHES
+from inductor_sm_override.compile_scope import PATCHES
 
 
 def test_import_patches_nothing_and_imports_no_torch():

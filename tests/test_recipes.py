@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from inductor_sm_override.report import read_events
+from inductor_sm_override.tools.report import read_events
 
 pytestmark = [pytest.mark.recipes, pytest.mark.slow]
 

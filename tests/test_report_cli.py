@@ -15,7 +15,7 @@ CLI = [sys.executable, "-m", "inductor_sm_override"]
 FAKE_46 = textwrap.dedent("""
     import sys
     from inductor_sm_override.testing import fake_cuda_device
-    from inductor_sm_override.cli import main
+    from inductor_sm_override.tools.cli import main
     with fake_cuda_device(46, name="NVIDIA GeForce RTX 4070"):
         code = main(sys.argv[1:])
     sys.exit(code)
@@ -139,8 +139,8 @@ def test_concurrent_appends_keep_lines_whole(tmp_path):
     path = tmp_path / "shared.jsonl"
     code = textwrap.dedent(f"""
         import threading
-        from inductor_sm_override.report import emit
-        from inductor_sm_override.settings import Settings
+        from inductor_sm_override.core.events import publish as emit
+        from inductor_sm_override.core.settings import Settings
         s = Settings(report={str(path)!r})
         def work():
             for i in range(200):
@@ -156,7 +156,7 @@ def test_concurrent_appends_keep_lines_whole(tmp_path):
 
 
 def test_rank_placeholder_gives_one_file_per_rank(tmp_path):
-    from inductor_sm_override.report import resolve_path
+    from inductor_sm_override.core.events import resolve_path
 
     os.environ["RANK"] = "3"
     try:
@@ -203,7 +203,7 @@ def _event(**kw):
 
 
 def test_capped_and_budget_dropped_are_separate_columns():
-    from inductor_sm_override.report import format_table, summarize
+    from inductor_sm_override.tools.report import format_table, summarize
 
     summary = summarize([_event(capped=["a", "b"], budget_dropped=["c"])])
     op = summary["ops"][0]
@@ -217,7 +217,7 @@ def test_capped_and_budget_dropped_are_separate_columns():
 
 
 def test_cpu_speedups_come_with_a_noise_note():
-    from inductor_sm_override.report import format_table, summarize
+    from inductor_sm_override.tools.report import format_table, summarize
 
     table = format_table(summarize([_event(timings={"mm": 1289.81, "tpl": 1.0})]))
     assert "1289.81x" in table and "noise" in table
@@ -291,8 +291,8 @@ def test_symbolic_sizes_are_recorded_as_strings():
     import sympy
     import torch
 
-    from inductor_sm_override.autotune import _open_op
-    from inductor_sm_override.settings import Settings
+    from inductor_sm_override.hooks.selector import _open_op
+    from inductor_sm_override.core.settings import Settings
 
     class Node:
         def get_size(self):

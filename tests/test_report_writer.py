@@ -8,8 +8,8 @@ import subprocess
 import sys
 import textwrap
 
-from inductor_sm_override.report import ReportWriter
-from inductor_sm_override.settings import Settings
+from inductor_sm_override.core.events import ReportWriter
+from inductor_sm_override.core.settings import Settings
 
 
 def _events(path) -> list[str]:
@@ -21,8 +21,8 @@ def test_writer_never_holds_a_low_fd_and_survives_fd0_being_closed(tmp_path):
     next open() reuses it. Before the fix the report's lines went into that other file."""
     script = textwrap.dedent(f"""
         import json, os
-        from inductor_sm_override.report import ReportWriter
-        from inductor_sm_override.settings import Settings
+        from inductor_sm_override.core.events import ReportWriter
+        from inductor_sm_override.core.settings import Settings
         try:
             os.close(0)  # stdin closed: the next open() gets fd 0
         except OSError:

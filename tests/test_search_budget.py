@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override import autotune, budget
-from inductor_sm_override.search import Problem, TileConfig, estimate, parse_config, rank
+from inductor_sm_override.hooks import selector as autotune
+from inductor_sm_override.core import budget
+from inductor_sm_override.policy.search import Problem, TileConfig, estimate, parse_config, rank
 
 
 class FakeTemplate:
@@ -122,7 +123,7 @@ def test_budget_learns_cost_and_stops_when_spent():
 
 
 def test_budget_zero_and_inner_blocks_share_the_outer_budget():
-    from inductor_sm_override import state
+    from inductor_sm_override.core import state
 
     assert budget.Budget(0).allowance(10) == (0, 0.0)
     with iso.override(budget_s=5):

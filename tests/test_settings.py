@@ -3,7 +3,7 @@ import math
 import pytest
 
 from inductor_sm_override import Settings, SettingsError
-from inductor_sm_override.settings import env_layer, env_switch
+from inductor_sm_override.core.settings import env_layer, env_switch
 
 
 def test_defaults_match_contract():

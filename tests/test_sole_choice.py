@@ -14,9 +14,10 @@ from selector_harness import Template, extern, lowering, quiet_logging, select
 from torch._inductor.utils import run_and_get_code
 
 import inductor_sm_override as iso
-from inductor_sm_override import distributed
-from inductor_sm_override.references import MKL_REFERENCE_NAME
-from inductor_sm_override.report import format_table, summarize
+from inductor_sm_override.core import records
+from inductor_sm_override.hooks import distributed
+from inductor_sm_override.checks.references import MKL_REFERENCE_NAME
+from inductor_sm_override.tools.report import format_table, summarize
 from inductor_sm_override.testing import inject_faults
 
 
@@ -70,8 +71,8 @@ def test_templates_without_extern_are_checked_against_an_added_reference(monkeyp
     be compared with. The toolkit binds aten_addmm with the lowered node's alpha/beta."""
     from torch._inductor import ir, select_algorithm
 
-    from inductor_sm_override import references
-    from inductor_sm_override.compat import selector_cache
+    from inductor_sm_override.checks import references
+    from inductor_sm_override.torch_plan.compat import selector_cache
 
     class Node:  # the FX node Inductor is lowering (what the reference reads of it)
         target = torch.ops.aten.addmm.default
@@ -115,11 +116,8 @@ def test_received_template_is_checked_here_and_recorded_as_received():
     """What ``_DistributedAutotuneBuffer.autotune`` does on a GPU: the sole received choice
     goes through the selector while distributed.py marks the sender."""
     with lowering() as (a, b, layout), iso.override():
-        token = distributed._RECEIVED.set(1)
-        try:
-            select("mm", [Template("received_bad", [a, b], layout, wrong=True)], a, b, layout)
-        finally:
-            distributed._RECEIVED.reset(token)
+        records.pend("origin", "received from rank 1")  # what distributed.py notes
+        select("mm", [Template("received_bad", [a, b], layout, wrong=True)], a, b, layout)
         select("mm", [extern(a, b, layout), Template("mine", [a, b], layout)], a, b, layout)
     received, mine = iso.decisions()
     assert received["origin"] == "received from rank 1"

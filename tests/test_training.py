@@ -17,7 +17,7 @@ import inductor_sm_override as iso
 
 
 def _non_lazy_backward() -> bool:
-    from inductor_sm_override import compat
+    from inductor_sm_override.torch_plan import compat
 
     return compat.current_plan().hooks["non_lazy_backward"]
 

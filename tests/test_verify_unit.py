@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from inductor_sm_override.verify import compare, default_tolerances, fp64_reference
+from inductor_sm_override.checks.verify import compare, default_tolerances, fp64_reference
 
 
 def test_identical_passes_and_reports_zero_error():

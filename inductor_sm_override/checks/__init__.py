@@ -1,0 +1,1 @@
+"""Layer 2: the checks (compare, tolerances, check inputs, references, manifests, outputs)."""

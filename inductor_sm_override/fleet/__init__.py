@@ -1,0 +1,1 @@
+"""Layer 3: fleet: the ranks of a job share verified autotune decisions."""

@@ -1,0 +1,1 @@
+"""Layer 2: search policy (ranking model, shared-memory estimate)."""
