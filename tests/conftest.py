@@ -43,9 +43,9 @@ def nothing_left_patched():
     import torch._inductor.utils as utils
     from torch._inductor.runtime.hints import DeviceProperties
 
-    from inductor_sm_override.torch_plan import compat
-    from inductor_sm_override.core import state
     from inductor_sm_override.compile_scope import PATCHES
+    from inductor_sm_override.core import state
+    from inductor_sm_override.torch_plan import compat
 
     gate = vars(utils)["is_big_gpu"]
     create = vars(DeviceProperties)["create"]

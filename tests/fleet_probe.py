@@ -25,8 +25,8 @@ import torch._inductor.config as inductor_config
 from torch._dynamo.utils import counters
 
 import inductor_sm_override as iso
-from inductor_sm_override.hooks import cache
 from inductor_sm_override import manifest_store
+from inductor_sm_override.hooks import cache
 
 
 def main() -> None:

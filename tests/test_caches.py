@@ -117,7 +117,6 @@ def test_compiled_inside_and_iso_compile_do_not_warn(cpu_model):
         checked(x)
         with iso.override(max_choices=1):  # other settings: bound ones are kept on purpose
             checked(x)
-        checked.release()
     assert checked.used == "override"
 
 

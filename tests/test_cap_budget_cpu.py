@@ -11,6 +11,7 @@ import torch._inductor.config as inductor_config
 from cpu_compile import EXTERN_MARK, TEMPLATE_MARK, compile_under
 
 import inductor_sm_override as iso
+from inductor_sm_override.core import events
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,6 @@ def test_search_space_is_passed_through_for_the_compile_only():
     compile: compile_scope.py); the block's body and other threads keep the user's config."""
     import contextlib
 
-    from inductor_sm_override import compile_scope
 
     before = inductor_config.max_autotune_gemm_search_space
     seen = {}

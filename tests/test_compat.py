@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override.torch_plan import compat
 from inductor_sm_override.compile_scope import PATCHES
+from inductor_sm_override.torch_plan import compat
 
 
 def _gate_module(gate) -> ModuleType:

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override.torch_plan import compat
-from inductor_sm_override.torch_plan import config_scope
+from inductor_sm_override.torch_plan import compat, config_scope
 from inductor_sm_override.torch_plan.config_scope import ConfigChanges
 
 

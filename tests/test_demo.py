@@ -11,11 +11,14 @@ import warnings
 
 import pytest
 
-from inductor_sm_override.tools import cli
-from inductor_sm_override.tools import demo
+from inductor_sm_override.tools import cli, demo
 from inductor_sm_override.tools.demo import WORKLOADS, DemoResult, ModeResult
+from inductor_sm_override.tools.quiet import (
+    GATE_LOGGER,
+    SILENT_CONFIG,
+    torch_autotune_output_hidden,
+)
 from inductor_sm_override.tools.verdict import format_comparison, verdict
-from inductor_sm_override.tools.quiet import GATE_LOGGER, SILENT_CONFIG, torch_autotune_output_hidden
 
 TORCH_NOISE = ("AUTOTUNE ", "Autotune Choices Stats", "TypedStorage is deprecated",
                "SingleProcess AUTOTUNE")

@@ -19,7 +19,6 @@ import torch
 from doc_blocks import DOCS, provide_placeholders, python_blocks
 
 import inductor_sm_override as iso
-from inductor_sm_override.api.checked import CheckedCompiled
 from inductor_sm_override.testing import NoFaultInjectedWarning
 
 CUDA = torch.cuda.is_available()
@@ -54,9 +53,6 @@ def _run_document(doc: str, tmp_path, monkeypatch) -> tuple[dict, list[str]]:
                                 pytrace=False)
         return dict(ns), not_here
     finally:
-        for value in list(ns.values()):  # iso.compile results hold the patches while alive
-            if isinstance(value, CheckedCompiled):
-                value.release()
         ns.clear()
         gc.collect()
 

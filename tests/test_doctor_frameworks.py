@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from inductor_sm_override.tools import doctor
-from inductor_sm_override.tools import frameworks
+from inductor_sm_override.tools import doctor, frameworks
 from inductor_sm_override.tools.frameworks import detect, format_line, mode_autotunes_gemms
 
 CLI = [sys.executable, "-m", "inductor_sm_override"]

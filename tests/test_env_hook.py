@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override.api import env as iso_env
 from inductor_sm_override._hook import PTH_LINE, PTH_NAME
+from inductor_sm_override.api import env as iso_env
 
 HERE = Path(__file__).parent
 PROBE = str(HERE / "env_probe.py")

@@ -13,13 +13,13 @@ import threading
 
 import pytest
 import torch.distributed as dist
+from inductor_sm_override.fleet.decisions.group import Group
+from inductor_sm_override.manifest_store import STORE
 
+from inductor_sm_override.checks.manifest import seal
+from inductor_sm_override.core.settings import Settings
 from inductor_sm_override.fleet import decisions as fleet
 from inductor_sm_override.fleet import group as fleet_group
-from inductor_sm_override.fleet.decisions.group import Group
-from inductor_sm_override.checks.manifest import seal
-from inductor_sm_override.manifest_store import STORE
-from inductor_sm_override.core.settings import Settings
 
 KEY = "fabcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrs"
 OTHER = "fzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
@@ -314,8 +314,8 @@ def test_group_after_init_process_group_uses_the_default_store(tmp_path):
 
 
 def test_fleet_settings_change_no_compiled_code():
-    from inductor_sm_override.core.settings import settings_key
     from inductor_sm_override.checks.manifest import compiled_settings
+    from inductor_sm_override.core.settings import settings_key
 
     fleet_on = Settings(fleet="node", fleet_timeout_s=5)
     assert settings_key(fleet_on) == settings_key(Settings())  # the same FX-graph-cache key

@@ -15,17 +15,27 @@ from selector_harness import extern, lowering, quiet_logging, run_deferred, sele
 from torch._inductor import ir
 
 import inductor_sm_override as iso
-from inductor_sm_override.torch_plan import compat
+from inductor_sm_override.core import events
 from inductor_sm_override.hooks import fusion
+from inductor_sm_override.torch_plan import compat
 
 _RELEASE = tuple(int(p) for p in compat.torch_release(torch.__version__).split("."))
 pytestmark = pytest.mark.skipif(_RELEASE < (2, 10), reason="torch < 2.10 never defers CPU ops")
 
 
+FUSED: list[dict] = []  # the "fusion" events published in a test
+
+
+def _checks() -> list[dict]:
+    return list(FUSED)
+
+
 @pytest.fixture(autouse=True)
 def _harness(monkeypatch):
     iso.clear_decisions()
-    fusion.clear_checks()
+    FUSED.clear()
+    monkeypatch.setattr(events, "listeners", [
+        lambda e: FUSED.append(e) if e.get("event") == "fusion" else None])
     checked = wrapt.FunctionWrapper(vars(FakeScheduler)["speedup_by_fusion"],
                                     fusion._speedup_by_fusion)  # the real patch's wrapper
     monkeypatch.setattr(FakeScheduler, "speedup_by_fusion", checked)
@@ -64,7 +74,7 @@ def test_correct_fused_kernel_is_kept_and_recorded(tmp_path):
         lambda a, b, layout: [FusableTemplate("tmpl_good", [a, b], layout, ms=0.01)],
         verify=True, report=str(report))
     try:
-        assert decided(scheduler.speedup_by_fusion(node1, node2)) is True, fusion.checks()
+        assert decided(scheduler.speedup_by_fusion(node1, node2)) is True, _checks()
         assert multi.make_kernel_render is good.make_kernel_render  # finalized as fused
     finally:
         close()
@@ -110,7 +120,7 @@ def test_unverified_block_keeps_torchs_decision():
         assert multi.make_kernel_render is bad.make_kernel_render
     finally:
         close()
-    assert fusion.checks() == []
+    assert _checks() == []
 
 
 def test_atomic_add_epilogue_is_declined_not_run():
@@ -123,7 +133,7 @@ def test_atomic_add_epilogue_is_declined_not_run():
         assert multi.make_kernel_render is None
     finally:
         close()
-    (check,) = fusion.checks()
+    (check,) = _checks()
     assert check["passed"] is False and "atomic-add" in check["reason"]
     assert scheduler.compiled == [[node1.name, "gelu"]]  # only torch's own compile
 
@@ -136,7 +146,7 @@ def test_outside_a_block_the_decision_is_untouched():
     close()  # the block has ended before the scheduler decides
     with lowering():
         assert decided(scheduler.speedup_by_fusion(node1, node2)) is True
-    assert fusion.checks() == []
+    assert _checks() == []
 
 
 def test_kernel_arguments_are_read_from_torchs_kernel_args():

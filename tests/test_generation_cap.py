@@ -13,10 +13,10 @@ from torch._inductor.graph import GraphLowering
 from torch._inductor.virtualized import V
 
 import inductor_sm_override as iso
-from inductor_sm_override.hooks import generation
-from inductor_sm_override.policy import search
 from inductor_sm_override.core import state
 from inductor_sm_override.core.records import OpRecord
+from inductor_sm_override.hooks import generation
+from inductor_sm_override.policy import search
 
 choices_module = pytest.importorskip("torch._inductor.choices")
 if "_finalize_template_configs" not in vars(choices_module.InductorChoices):

@@ -12,7 +12,7 @@ import torch._inductor.config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 import inductor_sm_override as iso
-from inductor_sm_override.hooks import fusion
+from inductor_sm_override.core import events
 from inductor_sm_override.testing import FUSED_FAULT_MARK, inject_faults, inject_fused_faults
 
 pytestmark = pytest.mark.gpu
@@ -239,14 +239,16 @@ def _ffn(m=256, k=1024, n=4096):
 def _compile_ffn(x, w, bias, **settings):
     torch._dynamo.reset()
     iso.clear_decisions()
-    fusion.clear_checks()
+    fused: list[dict] = []
+    events.listeners.append(fused.append)
     fn = torch.compile(lambda x, w, b: torch.nn.functional.gelu(torch.addmm(b, x, w)),
                        mode=MODE)
     with inductor_config.patch({"fx_graph_cache": False, "benchmark_epilogue_fusion": True,
                                 "triton.descriptive_names": "original_aten"}), \
             iso.override(**settings):
         out, code = run_and_get_code(fn, x, w, bias)
-    return out, "\n".join(code), fusion.checks()
+    events.listeners.remove(fused.append)
+    return out, "\n".join(code), [e for e in fused if e.get("event") == "fusion"]
 
 
 def _ffn_reference(x, w, bias):

@@ -25,10 +25,10 @@ from torch._inductor import config
 from torch._inductor.select_algorithm import AlgorithmSelectorCache
 
 import inductor_sm_override as iso
+from inductor_sm_override.checks.verify import compare
+from inductor_sm_override.core import state
 from inductor_sm_override.hooks import selector as autotune
 from inductor_sm_override.torch_plan import compat
-from inductor_sm_override.core import state
-from inductor_sm_override.checks.verify import compare
 
 
 @pytest.fixture(autouse=True)

@@ -282,8 +282,8 @@ def test_result_read_after_the_block_is_complete():
 def test_the_limit_in_force_is_recorded_in_manifests(fake_green):
     """A graph autotuned inside limit_sms was timed on that many SMs: its manifest's
     producer says so, next to the real and simulated counts."""
-    from inductor_sm_override.torch_plan.hardware import device_info, limited_sms
     from inductor_sm_override.core.settings import Settings
+    from inductor_sm_override.torch_plan.hardware import device_info, limited_sms
 
     assert limited_sms() is None
     with iso.limit_sms(40) as outer:

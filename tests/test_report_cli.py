@@ -291,8 +291,8 @@ def test_symbolic_sizes_are_recorded_as_strings():
     import sympy
     import torch
 
-    from inductor_sm_override.hooks.selector import _open_op
     from inductor_sm_override.core.settings import Settings
+    from inductor_sm_override.hooks.selector import _open_op
 
     class Node:
         def get_size(self):

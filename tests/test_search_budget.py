@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import inductor_sm_override as iso
-from inductor_sm_override.hooks import selector as autotune
 from inductor_sm_override.core import budget
+from inductor_sm_override.hooks import selector as autotune
 from inductor_sm_override.policy.search import Problem, TileConfig, estimate, parse_config, rank
 
 

@@ -14,11 +14,11 @@ from selector_harness import Template, extern, lowering, quiet_logging, select
 from torch._inductor.utils import run_and_get_code
 
 import inductor_sm_override as iso
+from inductor_sm_override.checks.references import MKL_REFERENCE_NAME
 from inductor_sm_override.core import records
 from inductor_sm_override.hooks import distributed
-from inductor_sm_override.checks.references import MKL_REFERENCE_NAME
-from inductor_sm_override.tools.report import format_table, summarize
 from inductor_sm_override.testing import inject_faults
+from inductor_sm_override.tools.report import format_table, summarize
 
 
 @pytest.fixture(autouse=True)

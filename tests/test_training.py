@@ -76,7 +76,6 @@ def trained():
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     opt.step()
     after_step = iso.decisions()
-    compiled.release()  # every test must end with nothing patched (conftest)
     return {"model": model, "reference": reference, "x": x, "compiled": compiled,
            "at_compile": at_compile, "after_step": after_step, "grads": grads}
 

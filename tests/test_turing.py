@@ -9,9 +9,9 @@ import pytest
 import torch._inductor.utils as utils
 
 import inductor_sm_override as iso
+from inductor_sm_override.testing import fake_cuda_device
 from inductor_sm_override.tools import doctor
 from inductor_sm_override.torch_plan import hardware
-from inductor_sm_override.testing import fake_cuda_device
 
 
 @pytest.fixture(autouse=True)

@@ -197,6 +197,9 @@ def preprocess(choices: list[Any]) -> list[Any]:
     record.offered = [names[id(c)] for c in choices]
     if not record.gemm:
         return _tag(record, list(choices), names)
+    if record.verified_op:
+        for choice_filter in list(records.choice_filters):  # the fleet's shared decisions
+            choices = choice_filter(record, list(choices))
     externs = [c for c in choices if is_reference(c)]
     templates = [c for c in choices if not is_reference(c)]
     record.externs = externs
