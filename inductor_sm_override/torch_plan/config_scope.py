@@ -52,11 +52,23 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+_NO_RAW = object()
+
+
+def _raw(module: Any, key: str) -> Any:
+    """What torch's ConfigModule holds as the user's value of ``key`` (its unset sentinel
+    when none was set), where it is a plain attribute (process layout), else _NO_RAW."""
+    entry = (vars(module).get("_config") or {}).get(key)
+    raw = getattr(entry, "user_override", _NO_RAW)
+    return _NO_RAW if type(raw).__name__ == "ContextVar" else raw
+
+
 @dataclasses.dataclass
 class _Key:
     original: Any
     applied: Any  # the value this mechanism last wrote
     holders: list[tuple[int, Any]]  # (token, value), in entry order
+    raw: Any = _NO_RAW  # the original as torch held it (unset: the key reads as a default)
 
 
 class ProcessConfig:
@@ -83,7 +95,7 @@ class ProcessConfig:
                     slot = self._keys.get((id(module), key))
                     if slot is None:
                         current = getattr(module, key)  # AttributeError for unknown keys
-                        slot = _Key(original=current, applied=current, holders=[])
+                        slot = _Key(current, current, [], _raw(module, key))
                         self._keys[(id(module), key)] = slot
                         self._modules[id(module)] = module
                     else:
@@ -105,6 +117,7 @@ class ProcessConfig:
             return
         if not _same(now, slot.applied):
             slot.original = slot.applied = now
+            slot.raw = _NO_RAW
             log.debug("config %s.%s was set by user code while held: restored to it",
                       getattr(module, "__name__", "?"), key)
 
@@ -121,10 +134,12 @@ class ProcessConfig:
                 else:
                     del self._keys[(id(module), key)]
                     target = slot.original
-                if _same(target, slot.applied):
-                    continue
                 try:
-                    setattr(module, key, target)
+                    if not slot.holders and slot.raw is not _NO_RAW:  # exactly as it was
+                        module._config[key].user_override = slot.raw
+                        module._is_dirty = True  # torch's hash cache
+                    elif not _same(target, slot.applied):
+                        setattr(module, key, target)
                     slot.applied = target
                 except Exception:  # restoring must never break the user's program
                     log.debug("could not restore config %s", key, exc_info=True)
