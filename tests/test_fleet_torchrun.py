@@ -1,14 +1,16 @@
-"""Compile once per fleet, for real: 2 ranks under ``torch.distributed.run`` (gloo, CPU),
-each compiling an autotuned model (tests/fleet_rank_probe.py), issue 21.
+"""Shared decisions for real (issue 29): 2 ranks under ``torch.distributed.run`` (gloo, CPU),
+frozen weights with mkldnn on (Inductor bypasses its graph cache there, so only decisions
+can be shared), one Inductor cache dir for the node (tests/fleet_rank_probe.py).
 
-- leader + Redis (one cache dir per rank, so a hit can only come from Redis), switched on
-  by the environment variables alone: the follower autotunes nothing and loads the
-  leader's graph from Redis, with the leader as its producer;
-- the leader's compile raises: the follower compiles itself as soon as the leader says
-  so, not after the timeout (``iso.override``, a per-node leader, one shared cache dir);
-- the ranks compile different graphs (rank-dependent batch): the follower stops waiting
-  once the leader is on another graph (``iso.compile``, the default process group's
-  store).
+Two jobs, one after the other, several compiles each (a torchrun job costs processes):
+
+- job 1: ``iso.override``, ``iso.backend`` and ``iso.compile`` under ``fleet="job"``: rank 0
+  tunes every op, rank 1 tunes none and checks every decided template it runs; then
+  corrupted decisions (a choice that does not exist, a choice whose output is wrong on
+  rank 1): rank 1 autotunes those ops itself and the compile still matches eager;
+- job 2, the env layer only (``INDUCTOR_SM_OVERRIDE=1``, ``..._FLEET=job``), the first
+  model again: neither rank tunes anything (the shared directory); the same model under
+  other settings is tuned again.
 """
 
 from __future__ import annotations
@@ -27,81 +29,87 @@ PROBE = HERE / "fleet_rank_probe.py"
 CLI = [sys.executable, "-m", "inductor_sm_override"]
 TIMEOUT_S = 300  # fleet_timeout_s: a follower that waited this long failed the test
 pytestmark = pytest.mark.slow
+FLEET = {"fleet": "job", "fleet_timeout_s": TIMEOUT_S}
 
 
-def _launch(tmp_path: Path, spec: dict, extra_env: dict | None = None) -> list[dict]:
+def _launch(tmp_path: Path, cases: list[dict], extra_env: dict | None = None) -> list[dict]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("INDUCTOR_SM_OVERRIDE", "TORCHINDUCTOR_REDIS"))}
-    env.update({"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": str(HERE.parent)})
+    env.update({"TORCHINDUCTOR_CACHE_DIR": str(tmp_path.parent / "inductor"),
+                "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)})
     env.update(extra_env or {})
-    return run_two_ranks(PROBE, tmp_path, json.dumps(spec), env=env, timeout_s=900)
+    tmp_path.mkdir()
+    ranks = run_two_ranks(PROBE, tmp_path, json.dumps({"cases": cases}), env=env,
+                          timeout_s=1200)
+    return [r["cases"] for r in ranks]
 
 
-def _benchmarked(result: dict) -> list[dict]:
-    """Autotune decisions that timed at least one choice (something was autotuned)."""
-    return [d for d in result["decisions"]
-            if any(t is not None for t in (d.get("timings") or {}).values())]
+def _ops(case: dict) -> list[dict]:
+    return [d for d in case["decisions"] if d["name"] == "packed_linear"]
 
 
-def _only(items: list) -> dict:
-    assert len(items) == 1, items
-    return items[0]
+def _checked(op: dict) -> bool:
+    """The op's winner is the reference itself, or passed its check here."""
+    winner = op["winner"]
+    return winner in op["externs"] or winner == op["reference_added"] or \
+        (op["checks"].get(winner) or {}).get("passed") is True
 
 
-def test_leader_and_redis_the_follower_autotunes_nothing(redis_server, tmp_path):
-    env = {**redis_server.env, "INDUCTOR_SM_OVERRIDE": "1", "INDUCTOR_SM_OVERRIDE_FLEET": "job",
+def _assert_shared(leader: dict, follower: dict) -> None:
+    """Rank 0 tuned every op, rank 1 none: it ran rank 0's picks, each checked here."""
+    assert leader["ok"] and follower["ok"], (leader, follower)
+    tuned, decided = _ops(leader), _ops(follower)
+    assert len(tuned) == len(decided) == 2, (tuned, decided)
+    assert all(op["origin"] == "tuned here" for op in tuned)
+    assert all(op["origin"] == "decided by rank 0" for op in decided), decided
+    assert [op["winner"].rsplit("_", 1)[0] for op in decided] == \
+        [op["winner"].rsplit("_", 1)[0] for op in tuned]
+    assert all(_checked(op) and not op["winner_unchecked"] for op in decided)
+    assert {op["key"] for op in decided} == {op["key"] for op in tuned}
+    fleet = follower["fleet"]
+    assert [e["outcome"] for e in fleet] == ["decided", "decided"]
+    assert all(e["role"] == "follower" and e["tuned_by"] == 0 for e in fleet)
+    assert all(e["waited_s"] < TIMEOUT_S for e in fleet)
+
+
+def test_two_ranks_share_checked_decisions_across_jobs(tmp_path):
+    cases = [{"entry": "override", "settings": FLEET, "width": 32},
+             {"entry": "backend", "settings": FLEET, "width": 40},
+             {"entry": "compile", "settings": FLEET, "width": 48},
+             {"entry": "override", "settings": FLEET, "width": 56, "bogus": True,
+              "faults": True}]
+    leader, follower = _launch(tmp_path / "job1", cases)
+    for index in range(3):
+        _assert_shared(leader[index], follower[index])
+    assert follower[2]["used"] == "override"  # iso.compile kept the override
+    # corrupted decisions: rank 1 autotuned both ops itself, and matches eager
+    corrupt = follower[3]
+    assert corrupt["ok"] and leader[3]["ok"]
+    events = {e["outcome"] for e in corrupt["fleet"]}
+    assert [e["outcome"] for e in corrupt["fleet"]] == ["dropped", "dropped"], events
+    details = " | ".join(e["detail"] for e in corrupt["fleet"])
+    assert "names a choice not offered here" in details and "failed its check" in details
+    final = [op for op in _ops(corrupt) if op["origin"] == "tuned here"]
+    assert len(final) == 2 and all(any("autotuned here" in n for n in op["notes"])
+                                   for op in final)
+    assert all(op["winner"] in op["externs"] for op in final)  # the wrong template lost
+    assert all(op["rejected"] for op in final)
+
+    # job 2: the env layer, the same settings (report path per rank), then other settings
+    env = {"INDUCTOR_SM_OVERRIDE": "1", "INDUCTOR_SM_OVERRIDE_FLEET": "job",
            "INDUCTOR_SM_OVERRIDE_FLEET_TIMEOUT_S": str(TIMEOUT_S),
            "INDUCTOR_SM_OVERRIDE_REPORT": str(tmp_path / "iso-{rank}.jsonl")}
-    leader, follower = _launch(tmp_path, {"entry": "env", "cache": "per_rank"}, env)
-    assert leader["ok"] and follower["ok"], (leader, follower)
-    assert _benchmarked(leader) and leader["miss"] >= 1
-    led = _only(leader["fleet"])
-    assert (led["role"], led["outcome"], led["rank"]) == ("leader", "written", 0)
-    # the follower: nothing autotuned, the leader's graph from Redis
-    assert follower["decisions"] == [] and follower["hit"] >= 1
-    hit = _only(follower["hits"])
-    assert hit["source"] == "remote" and hit["unverified"] is False
-    assert hit["producer"]["rank"] == 0 and hit["producer"]["pid"] == leader["pid"]
-    assert hit["key"] == led["key"]
-    assert any(op["checks_passed"] for op in hit["ops"])  # checked where it was made
-    followed = _only(follower["fleet"])
-    assert (followed["role"], followed["outcome"], followed["key"]) == \
-        ("follower", "hit", led["key"])
-    assert followed["wait_end"] in ("leader_done", "manifest")
-    assert followed["waited_s"] < TIMEOUT_S
+    leader, follower = _launch(tmp_path / "job2", [
+        {"entry": "env", "width": 32}, {"entry": "env", "width": 32,
+                                        "settings": {"max_choices": 1}}], env)
+    for rank in (leader[0], follower[0]):
+        assert rank["ok"] and rank["used"] == "env"
+        assert all(op["origin"].startswith("decided by rank 0") for op in _ops(rank))
+        assert all(_checked(op) for op in _ops(rank)) and len(_ops(rank)) == 2
+        assert all(e["outcome"] == "decided" for e in rank["fleet"])
+    assert {e["source"] for e in leader[0]["fleet"]} == {"the shared directory"}
+    _assert_shared(leader[1], follower[1])  # other settings: tuned again, shared again
     table = subprocess.run([*CLI, "report", str(tmp_path / "iso-1.jsonl")],
                            capture_output=True, text=True, timeout=120).stdout
-    assert "fleet (job, leader rank 0): rank 1 followed 1 graph: 1 loaded, waited" in table, table
-    table = subprocess.run([*CLI, "report", str(tmp_path / "iso-0.jsonl")],
-                           capture_output=True, text=True, timeout=120).stdout
-    assert "fleet (job, leader rank 0): rank 0 led 1 graph: 1 written" in table, table
-
-
-def test_a_failing_leader_makes_the_follower_compile_at_once(tmp_path):
-    settings = {"fleet": "node", "fleet_timeout_s": TIMEOUT_S}
-    leader, follower = _launch(tmp_path, {"entry": "override", "settings": settings,
-                                          "fail_leader": True})
-    assert "injected leader failure" in leader["used"] and not leader["ok"]
-    led = _only(leader["fleet"])
-    assert (led["role"], led["outcome"]) == ("leader", "failed")
-    assert follower["ok"] and _benchmarked(follower)  # compiled and autotuned itself
-    followed = _only(follower["fleet"])
-    assert (followed["role"], followed["outcome"]) == ("follower", "compiled")
-    assert followed["wait_end"] == "leader_failed" and followed["key"] == led["key"]
-    assert followed["waited_s"] < TIMEOUT_S
-    assert followed["group"] == "node 0" and followed["leader"] == "local rank 0"
-
-
-def test_a_follower_whose_graph_differs_does_not_wait_for_it(tmp_path):
-    settings = {"fleet": "job", "fleet_timeout_s": TIMEOUT_S}
-    leader, follower = _launch(tmp_path, {"entry": "compile", "settings": settings,
-                                          "shape_by_rank": True, "init": "file"})
-    assert leader["used"] == follower["used"] == "override"
-    assert leader["ok"] and follower["ok"] and _benchmarked(follower)
-    led = _only(leader["fleet"])
-    followed = _only(follower["fleet"])
-    assert led["outcome"] == "written" and led["store"] == "the default process group's store"
-    assert followed["key"] != led["key"] and followed["outcome"] == "compiled"
-    assert followed["wait_end"] == "leader_other_graph"
-    assert followed["waited_s"] < TIMEOUT_S
+    assert "fleet (job, leader rank 0): rank 1 follower: 4 ops: 4 decided elsewhere" in table, \
+        table

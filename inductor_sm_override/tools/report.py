@@ -132,21 +132,20 @@ def notes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"text": text, "count": count} for text, count in counted.items()]
 
 
-_WAIT_ENDS = {  # why a follower compiled a graph itself (fleet.py)
-    "leader_failed": "the leader's compile failed",
-    "leader_other_graph": "the leader was on another graph",
-    "timeout": "timed out",
-    "leader_stalled": "the leader had stalled",
+_WAIT_ENDS = {  # why a follower tuned an op itself (fleet/engines.py)
+    "timeout": "the wait timed out",
+    "stalled": "the leader had stalled",
     "store_error": "store error",
-    "not_cacheable": "not cacheable",
-    "leader_done": "the leader's entry did not load here",
-    "manifest": "the entry did not load here",
 }
 
 
+def _count(counts: dict[str, int], what: str) -> None:
+    counts[what] = counts.get(what, 0) + 1
+
+
 def fleet_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per rank and fleet role: how many graphs it led, loaded after waiting (and how long),
-    or compiled itself and why."""
+    """Per rank and fleet role: how many ops were decided elsewhere (by whom, from which
+    engine), tuned here (and why, for a follower), or had their decision dropped here."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for event in events:
         if event.get("event") != "fleet":
@@ -154,41 +153,51 @@ def fleet_summary(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (event.get("group"), event.get("rank"), event.get("role"))
         row = rows.setdefault(key, {
             "group": event.get("group"), "leader": event.get("leader"),
-            "rank": event.get("rank"), "role": event.get("role"), "graphs": 0,
-            "outcomes": {}, "compiled_because": {}, "waited_s": 0.0, "details": []})
-        row["graphs"] += 1
+            "rank": event.get("rank"), "role": event.get("role"), "ops": 0,
+            "outcomes": {}, "sources": {}, "tuned_by": {}, "why_tuned": {}, "dropped": {},
+            "waited_s": 0.0, "details": []})
+        row["ops"] += 1
         outcome = str(event.get("outcome"))
-        row["outcomes"][outcome] = row["outcomes"].get(outcome, 0) + 1
+        _count(row["outcomes"], outcome)
         row["waited_s"] = round(row["waited_s"] + float(event.get("waited_s") or 0.0), 3)
-        if event.get("role") == "follower" and outcome != "hit":
-            why = _WAIT_ENDS.get(str(event.get("wait_end")), str(event.get("wait_end")))
-            row["compiled_because"][why] = row["compiled_because"].get(why, 0) + 1
-        detail = event.get("detail")
+        detail = event.get("detail") or ""
+        if outcome == "decided":
+            _count(row["sources"], str(event.get("source")))
+            by = event.get("tuned_by")
+            _count(row["tuned_by"], f"rank {by}" if isinstance(by, int) else "another process")
+        elif outcome == "dropped":
+            _count(row["dropped"], "not offered here" if "not offered" in detail
+                   else "failed its check here")
+        elif event.get("wait_end") in _WAIT_ENDS:
+            _count(row["why_tuned"], _WAIT_ENDS[str(event.get("wait_end"))])
         if event.get("role") == "none" and detail and detail not in row["details"]:
             row["details"].append(detail)
     return list(rows.values())
 
 
 def _fleet_line(row: dict[str, Any]) -> str:
-    graphs = f"{row['graphs']} graph{'' if row['graphs'] == 1 else 's'}"
+    def listed(counts: dict[str, int]) -> str:
+        return "; ".join(f"{k}: {n}" for k, n in counts.items())
+
+    ops = f"{row['ops']} op{'' if row['ops'] == 1 else 's'}"
     who = f"rank {row['rank']}" if row["rank"] is not None else "this process"
     counted = row["outcomes"]
-    if row["role"] == "leader":
-        parts = [f"{counted[k]} {k}" for k in ("written", "hit", "not written", "failed")
-                 if counted.get(k)]
-        return (f"fleet ({row['group']}, leader {row['leader']}): {who} led {graphs}: "
-                + ", ".join(parts))
-    if row["role"] == "follower":
-        loaded = counted.get("hit", 0)
-        text = (f"fleet ({row['group']}, leader {row['leader']}): {who} followed {graphs}: "
-                f"{loaded} loaded, waited {row['waited_s']:.1f} s in all")
-        compiled = row["graphs"] - loaded
-        if compiled:
-            why = ", ".join(f"{n} {k}" for k, n in row["compiled_because"].items())
-            text += f"; {compiled} compiled here ({why})"
-        return text
-    why = "; ".join(row["details"]) or "no leader"
-    return f"fleet ({row['group']}): {who} compiled {graphs} without a leader: {why}"
+    decided, tuned = counted.get("decided", 0), counted.get("tuned", 0)
+    text = f"fleet ({row['group']}, leader {row['leader']}): {who} {row['role']}: {ops}: " \
+        f"{decided} decided elsewhere"
+    if decided:
+        text += f" (by {listed(row['tuned_by'])}; from {listed(row['sources'])})"
+    text += f", {tuned} tuned here" + (f" ({listed(row['why_tuned'])})" if row["why_tuned"]
+                                         else "")
+    dropped = sum(row["dropped"].values())
+    if dropped:
+        text += f", {dropped} decision{'' if dropped == 1 else 's'} dropped and tuned " \
+            f"here ({listed(row['dropped'])})"
+    if row["waited_s"]:
+        text += f"; waited {row['waited_s']:.1f} s in all"
+    if row["details"]:
+        text += f" (alone: {'; '.join(row['details'])})"
+    return text
 
 
 def _producers(hits: list[dict[str, Any]]) -> str:
