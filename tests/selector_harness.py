@@ -191,3 +191,66 @@ def quiet_logging(monkeypatch: Any):
     monkeypatch.setattr(AlgorithmSelectorCache, "log_results",
                         staticmethod(lambda *args, **kwargs: None))
     yield
+
+
+# --- one GEMM of any shape (the fault matrix, padded strides) ------------------------------
+
+class GemmTemplate(Template):
+    """A template-like choice computing ``op`` from the selector's inputs: mm / bmm
+    ``a @ b``, addmm ``bias + a @ b`` (bias first, as Inductor passes it)."""
+
+    def run(self, *args: torch.Tensor) -> torch.Tensor:
+        value = args[-2] @ args[-1]
+        if len(args) == 3:
+            value = value + args[0]
+        return value + 1.0 if self.wrong else value
+
+
+def _rows(size: list[int], pad: int) -> list[int]:
+    """Row-major strides of ``size`` with ``pad`` extra elements after every row."""
+    strides, step = [], 1
+    for index, dim in enumerate(reversed(size)):
+        strides.append(step)
+        step *= dim + (pad if index == 0 else 0)
+    return list(reversed(strides))
+
+
+@contextlib.contextmanager
+def gemm(op: str = "mm", m: int = 16, k: int = 16, n: int = 16, batch: int = 4, pad: int = 0,
+         dtype: Any = torch.float32):
+    """A graph handler and one GEMM's selector inputs: yields (inputs, layout, extern choice).
+    ``op``: mm, bmm or addmm (bias first, expanded with stride 0 as Inductor's lowering
+    passes it); ``pad``: extra elements after every row of each operand (padded strides)."""
+    from torch._inductor.kernel.bmm import aten_bmm
+    from torch._inductor.kernel.mm import aten_addmm
+
+    cpu = torch.device("cpu")
+    lead = [batch] if op == "bmm" else []
+
+    def buffer(name: str, size: list[int], stride: list[int] | None = None) -> Any:
+        size = [*lead, *size]
+        return ir.InputBuffer(name=name, layout=ir.FixedLayout(
+            cpu, dtype, size, stride or _rows(size, pad)))
+
+    with lowering() as _unused:
+        a, b = buffer("a", [m, k]), buffer("b", [k, n])
+        layout = ir.FixedLayout(cpu, dtype, [*lead, m, n])
+        if op == "addmm":
+            bias = buffer("bias", [m, n], [0, 1])
+            inputs = [bias, a, b]
+            reference = aten_addmm.bind(tuple(inputs), layout)
+        else:
+            inputs = [a, b]
+            reference = (aten_bmm if op == "bmm" else aten_mm).bind((a, b), layout)
+        yield inputs, layout, reference
+
+
+def select_inputs(name: str, choices: list, inputs: list, layout: Any, **kwargs: Any) -> Any:
+    """:func:`select` for any number of inputs (``input_gen_fns`` etc. in ``kwargs``)."""
+    from torch._inductor import select_algorithm
+
+    from inductor_sm_override.torch_plan.compat import selector_cache
+
+    with compiling():
+        result = selector_cache(select_algorithm)(name, choices, inputs, layout, **kwargs)
+    return result[0] if isinstance(result, tuple) else result

@@ -1,8 +1,10 @@
 """Numerical checks: a forced kernel's output against a reference, per-dtype tolerances.
 
 Default tolerances are (rtol, atol) where atol is relative to the reference's RMS
-magnitude (so one default serves any input scale); a user-given ``atol`` is absolute.
-The reasoning per dtype is in SAFETY.md.
+magnitude (so one default serves any input scale); a user-given ``atol`` is absolute. For
+16- and 8-bit floats atol grows with the reduction length K beyond ``K_NOMINAL``
+(``x sqrt(K / K_NOMINAL)``: low-precision accumulation error grows ~sqrt(K)). The reasoning
+per dtype is in SAFETY.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float8_e5m2": (0.3, 0.3),
 }
 EXACT = (0.0, 0.0)  # integer outputs must match exactly
+K_NOMINAL = 1024  # the reduction length up to which the table's atol holds
+SCALED_WITH_K = frozenset({"float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +42,33 @@ class Check:
         return dataclasses.asdict(self)
 
 
-def default_tolerances(dtype: Any) -> tuple[float, float]:
+def default_tolerances(dtype: Any, k: int | None = None) -> tuple[float, float]:
+    """(rtol, atol as a fraction of the reference RMS) for an output dtype and reduction
+    length ``k`` (None: unknown, no scaling)."""
     name = str(dtype).replace("torch.", "")
-    if name in DEFAULT_TOLERANCES:
-        return DEFAULT_TOLERANCES[name]
-    return EXACT if ("int" in name or name == "bool") else DEFAULT_TOLERANCES["float32"]
+    if name not in DEFAULT_TOLERANCES:
+        return EXACT if ("int" in name or name == "bool") else DEFAULT_TOLERANCES["float32"]
+    rtol, atol = DEFAULT_TOLERANCES[name]
+    if k and k > K_NOMINAL and name in SCALED_WITH_K:
+        atol *= math.sqrt(k / K_NOMINAL)
+    return rtol, atol
 
 
-def compare(actual: Any, expected: Any, rtol: float | None = None,
-            atol: float | None = None) -> Check:
-    """Elementwise ``|actual - expected| <= atol + rtol * |expected|`` with NaN/Inf rules.
+def reduction_length(op_name: str, shapes: Any) -> int | None:
+    """K of a GEMM from its input shapes in the selector's order; None where unknown."""
+    try:
+        if op_name == "convolution":  # weight (C_out, C_in / groups, *kernel)
+            return math.prod(int(s) for s in shapes[1][1:])
+        return int(shapes[1 if op_name in ("addmm", "baddbmm") else 0][-1])
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+def compare(actual: Any, expected: Any, rtol: float | None = None, atol: float | None = None,
+            k: int | None = None, slack: Any = None) -> Check:
+    """Elementwise ``|actual - expected| <= atol + rtol * |expected| (+ slack)`` with NaN/Inf
+    rules; ``k``: the reduction length (default atol scaled with it); ``slack``: an extra
+    elementwise allowance (the fused check's band), NaN counting as none.
 
     A non-finite value where the reference is finite fails; where the reference is
     non-finite the values must be the same non-finite value. Computed where the tensors
@@ -56,29 +77,24 @@ def compare(actual: Any, expected: Any, rtol: float | None = None,
     """
     import torch
 
-    d_rtol, d_atol_rel = default_tolerances(actual.dtype)  # the checked kernel's precision
+    d_rtol, d_atol_rel = default_tolerances(actual.dtype, k)  # the checked kernel's precision
     rtol = d_rtol if rtol is None else rtol
     if tuple(actual.shape) != tuple(expected.shape):
         return Check(False, math.inf, math.inf, rtol, atol or 0.0,
                      f"shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
     if expected.numel() == 0:
         return Check(True, 0.0, 0.0, rtol, atol or 0.0)
-    exact = not (actual.dtype.is_floating_point or actual.dtype.is_complex)
     wide = _wide_dtype(actual, expected)
     e = expected.detach().to(dtype=wide)
     a = actual.detach().to(device=e.device, dtype=wide)
     finite = torch.isfinite(e)
     a_finite = torch.isfinite(a)
     zero = torch.zeros((), dtype=wide, device=e.device)
-    count = finite.sum()
-    scale = torch.where(finite, e * e, zero).sum().div(count.clamp(min=1)).sqrt()
-    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
-    atol_t = scale * d_atol_rel if atol is None else torch.full_like(scale, atol)
-    if exact:
-        atol_t = torch.zeros_like(scale) if atol is None else atol_t
-    both = finite & a_finite
-    diff = torch.where(both, (a - e).abs(), zero)
-    over = diff > atol_t + rtol * torch.where(finite, e.abs(), zero)
+    scale, atol_t, allowed = _allowed(e, finite, d_atol_rel, rtol, atol, _exact(actual))
+    diff = torch.where(finite & a_finite, (a - e).abs(), zero)
+    if slack is not None:
+        allowed = allowed + torch.nan_to_num(slack.to(device=e.device, dtype=wide), nan=0.0)
+    over = diff > allowed
     special = ~finite & ~((a == e) | (torch.isnan(a) & torch.isnan(e)))
     stats = torch.stack([
         diff.max().to(torch.float64), scale.to(torch.float64), atol_t.to(torch.float64),
@@ -97,6 +113,35 @@ def compare(actual: Any, expected: Any, rtol: float | None = None,
                      f"{int(n_over)} of {over.numel()} values off by up to {max_abs:.3g} "
                      f"(atol {atol_abs:.3g}, rtol {rtol:g})")
     return Check(True, max_abs, max_abs / scale_v, rtol, atol_abs)
+
+
+def _exact(tensor: Any) -> bool:
+    return not (tensor.dtype.is_floating_point or tensor.dtype.is_complex)
+
+
+def _allowed(e: Any, finite: Any, atol_rel: float, rtol: float, atol: float | None,
+             exact: bool) -> tuple[Any, Any, Any]:
+    """(the reference RMS, the absolute atol, the elementwise allowance atol + rtol * |e|)."""
+    import torch
+
+    zero = torch.zeros((), dtype=e.dtype, device=e.device)
+    scale = torch.where(finite, e * e, zero).sum().div(finite.sum().clamp(min=1)).sqrt()
+    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+    atol_t = scale * atol_rel if atol is None else torch.full_like(scale, atol)
+    if exact and atol is None:
+        atol_t = torch.zeros_like(scale)
+    return scale, atol_t, atol_t + rtol * torch.where(finite, e.abs(), zero)
+
+
+def tolerance_band(expected: Any, rtol: float | None = None, atol: float | None = None,
+                   k: int | None = None) -> Any:
+    """How far each value may be from ``expected`` and pass :func:`compare`."""
+    import torch
+
+    d_rtol, d_atol_rel = default_tolerances(expected.dtype, k)
+    e = expected.detach().to(dtype=_wide_dtype(expected, expected))
+    return _allowed(e, torch.isfinite(e), d_atol_rel, d_rtol if rtol is None else rtol, atol,
+                    _exact(expected))[2]
 
 
 def _wide_dtype(actual: Any, expected: Any) -> Any:

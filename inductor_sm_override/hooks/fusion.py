@@ -11,13 +11,17 @@ Inside verified blocks this module wraps ``speedup_by_fusion``. When a decision 
 Triton template (deferred or not) with other nodes, before it is accepted:
 
 - the fused kernel is compiled the way the scheduler compiles it (``compile_kernel`` of
-  the fused node list, the chosen template swapped in) and run on random inputs
-  (its benchmark harness's ``get_args()``, as ``benchmark_codegened_module`` does);
+  the fused node list, the chosen template swapped in) and run on its benchmark harness's
+  ``get_args()`` (as ``benchmark_codegened_module`` does), float arguments refilled from
+  per-op seeds (checks/inputs.py), every copy keeping size, stride, offset and padding;
 - the unfused reference path runs on the same inputs: each prologue node's own kernel,
   the op's extern (ATen) choice for the GEMM (the unfused template kernel where the op
-  kept no extern), then each epilogue node's own kernel;
+  kept no extern), then each epilogue node's own kernel; with an epilogue it runs twice
+  more with the GEMM output shifted by -/+ its tolerance (verify.tolerance_band);
 - every buffer the fused kernel writes that the reference computed is compared with the
-  per-dtype tolerances of verify.py.
+  per-dtype tolerances of verify.py, plus how far the shifted runs moved it: a difference
+  the unfused check would accept never declines a fusion (a bool/int output may flip only
+  where a shifted run flips it).
 
 On a mismatch, an exception or anything that cannot be checked (atomic-add epilogues,
 whose random integer inputs torch itself refuses to benchmark; per-hint kernels of
@@ -44,7 +48,8 @@ from typing import Any
 
 import wrapt
 
-from ..checks.verify import compare
+from ..checks.inputs import op_seed, reseed, strided_copy
+from ..checks.verify import compare, reduction_length, tolerance_band
 from ..core import events, state
 from ..core.patching import Patch
 from ..core.records import TAG, choice_name
@@ -178,7 +183,7 @@ def _run(module: Any, info: KernelArgs, env: dict[str, Any]) -> None:
     args = list(module.get_args())
     for index, name in enumerate(info.names[:len(args)]):
         if isinstance(args[index], torch.Tensor) and info.source(name) in env:
-            args[index] = env[info.source(name)].clone()
+            args[index] = strided_copy(env[info.source(name)])
     module.call(list(args))  # a generated call() may clear the list it gets
     for index, name in enumerate(info.names[:len(args)]):
         if name in info.written:
@@ -215,12 +220,13 @@ def _run_extern(extern: Any, template: Any, env: dict[str, Any]) -> None:
 def check_fused(scheduler: Any, nodes: list[Any], template: Any, choice: Any,
                 settings: Any) -> FusedCheck:
     """Compare the fused kernel of ``nodes`` (``choice`` swapped into ``template``) with the
-    unfused path on the same random inputs."""
+    unfused path on the same seeded inputs."""
     import torch
 
     names = [n.get_name() for n in nodes]
     label = choice_name(choice) if choice is not None else template.get_name()
     result = FusedCheck(choice=label, nodes=names, passed=False)
+    record = _record_of(template)
     try:
         any_atomic = getattr(scheduler, "_any_atomic_add", None)
         if callable(any_atomic) and any_atomic(nodes):
@@ -230,30 +236,53 @@ def check_fused(scheduler: Any, nodes: list[Any], template: Any, choice: Any,
         with _swapped(template, choice):
             fused, fused_info = compiled(scheduler, nodes, getattr(choice, "hint_override", None))
         fused_args = list(fused.get_args())
-        env: dict[str, Any] = {}
+        identity = (getattr(record, "name", "?"), getattr(record, "shapes", None), "fused")
+        inputs: dict[str, Any] = {}
         for index, name in enumerate(fused_info.names[:len(fused_args)]):
             value = fused_args[index]
-            if isinstance(value, torch.Tensor) and (name not in fused_info.written
-                                                    or name in fused_info.inplace):
-                env[fused_info.source(name)] = value.clone()
-        for snode in prologue:
-            _run(*compiled(scheduler, [snode]), env)
+            if isinstance(value, torch.Tensor):
+                reseed(value, op_seed(*identity, index), integers=False)
+                if name not in fused_info.written or name in fused_info.inplace:
+                    inputs[fused_info.source(name)] = strided_copy(value)
+        before = [compiled(scheduler, [snode]) for snode in prologue]
+        after = [compiled(scheduler, [snode]) for snode in epilogue]
         extern = _extern_of(template)
-        if extern is not None:
-            _run_extern(extern, template, env)
-            result.reference = f"extern {choice_name(extern)} + unfused kernels"
-        else:
+        if extern is None:
             with _swapped(template, choice):
-                _run(*compiled(scheduler, [template_node]), env)
+                gemm = compiled(scheduler, [template_node])
             result.reference = "unfused template + unfused kernels"
-        for snode in epilogue:
-            _run(*compiled(scheduler, [snode]), env)
+        else:
+            result.reference = f"extern {choice_name(extern)} + unfused kernels"
+        k = reduction_length(*identity[:2]) if record is not None else None
+        out_name = template.get_name()
+
+        def reference(shift: int) -> dict[str, Any]:
+            env = dict(inputs)
+            for kernel in before:
+                _run(*kernel, env)
+            if extern is None:
+                _run(*gemm, env)
+            else:
+                _run_extern(extern, template, env)
+            if shift:  # the GEMM output as far off as the unfused check accepts
+                out = env[out_name]
+                band = tolerance_band(out, settings.rtol, settings.atol, k)
+                env[out_name] = (out + shift * band.to(out.device)).to(out.dtype)
+            for kernel in after:
+                _run(*kernel, env)
+            return env
+
+        env = reference(0)
+        shifted = [reference(-1), reference(1)] if epilogue else []
         fused.call(list(fused_args))
         worst = 0.0
         for index, name in enumerate(fused_info.names[:len(fused_args)]):
             if name not in fused_info.written or name not in env:
                 continue
-            check = compare(fused_args[index], env[name], settings.rtol, settings.atol)
+            slack = None if name == out_name or not shifted else torch.stack(
+                [(s[name].float() - env[name].float()).abs() for s in shifted]).amax(0)
+            check = compare(fused_args[index], env[name], settings.rtol, settings.atol, k,
+                            slack)
             result.compared.append(name)
             worst = max(worst, check.max_abs)
             if not check.passed:

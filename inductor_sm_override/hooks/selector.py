@@ -10,9 +10,11 @@ Installed with the SM gate (same refcounted patch set) when the torch has the ho
 - ``AlgorithmSelectorCache.do_autotuning`` wrapper: the budget decides here, when the op
   is really benchmarked (at lowering, or later in the scheduler for deferred
   multi-template buffers), and precompiles only what it allows; times the op;
+- ``AlgorithmSelectorCache.get_inputs`` / ``generate_example_value`` wrappers: in verified
+  ops every random draw gets its own seed (checks/inputs.py), so no two operands are equal;
 - ``AlgorithmSelectorCache.benchmark_choice`` wrapper: compares the output each template
   wrote in its timed run with the reference; a mismatch, NaN/Inf or an exception makes
-  its timing ``inf`` (never an exception);
+  its timing ``inf`` (never an exception), recording which check rejected it;
 - a feedback saver: fails closed (a template timed without a passed check is removed),
   closes the record, settles the budget;
 - ``PersistentCache.update_local_cache``: not written inside verified blocks.
@@ -34,8 +36,9 @@ from typing import Any
 
 import wrapt
 
+from ..checks.inputs import op_seed, reseed
 from ..checks.references import FP64_CHECKED, VERIFIED_OPS, reference_for
-from ..checks.verify import Check, compare, fp64_reference
+from ..checks.verify import Check, compare, fp64_reference, reduction_length
 from ..core import records, state
 from ..core.patching import Append, Patch
 from ..core.records import TAG, OpRecord, close, finite_or_none, settle_budget
@@ -65,6 +68,10 @@ _CALL: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
     "inductor_sm_override_call", default=None
 )
 _BUDGET_AT_BENCHMARK = {"on": False}  # set when do_autotuning is wrapped (build_patches)
+# while get_inputs of a verified op runs: [record, draws so far]
+_DRAWS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "inductor_sm_override_draws", default=None)
+OWN_INPUTS = {"on": True}  # off: torch's equal draws (benchmarks/verify_overhead.py compares)
 # preprocessing fns the toolkit itself runs first where Inductor has no such hook (<= 2.8);
 # testing.inject_faults registers here on those releases
 extra_preprocessing_fns: list[Any] = []
@@ -259,7 +266,8 @@ def _check_sole(record: OpRecord, kept: list[Any], names: dict[int, str]) -> lis
     replaces them when none did."""
     if not record.verified_op or not kept or any(is_reference(c) for c in kept):
         return kept
-    if len(kept) > 1 and record.name in FP64_CHECKED:
+    deterministic = _deterministic()
+    if len(kept) > 1 and record.name in FP64_CHECKED and not deterministic:
         return kept  # benchmarked and checked against the fp64 evaluation
     what = "sole choice" if len(kept) == 1 else "no extern choice"
     reference = _reference(record, names)
@@ -270,9 +278,21 @@ def _check_sole(record: OpRecord, kept: list[Any], names: dict[int, str]) -> lis
         return kept
     record.externs = [reference]
     record.reference_added = names[id(reference)]
-    record.note(f"{what}: checked here against the reference {record.reference_added} added "
-                "by the toolkit, which is used only if no template passes its check")
+    if deterministic:  # Inductor takes the first extern unbenchmarked: the reference
+        record.note(f"deterministic mode (no benchmarking): the reference "
+                    f"{record.reference_added} added by the toolkit replaces the templates")
+    else:
+        record.note(f"{what}: checked here against the reference {record.reference_added} "
+                    "added by the toolkit, which is used only if no template passes its check")
     return [reference, *kept]
+
+
+def _deterministic() -> bool:
+    """``config.deterministic``: Inductor picks without benchmarking (2.13: the first
+    ``ExternKernelCaller``, else ``choices[0]``; 2.11: ``choices[0]``)."""
+    import torch._inductor.config as config
+
+    return bool(getattr(config, "deterministic", False))
 
 
 def _tag(record: OpRecord, kept: list[Any], names: dict[int, str]) -> list[Any]:
@@ -492,7 +512,10 @@ def _benchmark_choice(wrapped: Any, instance: Any, args: tuple, kwargs: dict) ->
                 contextlib.nullcontext():
             timing = wrapped(*args, **kwargs)
     except Exception as exc:  # incl. torch's own VERIFY AssertionError: reject, never abort
-        record.reject(name, f"{type(exc).__name__}: {exc}"[:300])
+        torch_check = isinstance(exc, AssertionError) and bool(
+            getattr(current_plan().selector, "VERIFY", None))
+        record.reject(name, f"{type(exc).__name__}: {exc}"[:300],
+                      by="torch" if torch_check else "crash")
         return math.inf
     if not record.verified_op:
         record.timings[name] = finite_or_none(timing)
@@ -531,12 +554,43 @@ def _check(record: OpRecord, autotune_args: Any, name: str, choice: Any = None) 
             _produced(choice, autotune_args)
     except Exception as exc:  # its output cannot be read: never accepted unchecked
         return f"could not read its output: {type(exc).__name__}: {exc}"[:300]
+    k = reduction_length(record.name, [tuple(t.shape) for t in autotune_args.extern.input_tensors])
     try:
-        result: Check = compare(actual, expected, record.settings.rtol, record.settings.atol)
+        result: Check = compare(actual, expected, record.settings.rtol, record.settings.atol, k)
     except Exception as exc:
         return f"verification failed: {type(exc).__name__}: {exc}"[:300]
     record.checks[name] = {**result.as_dict(), "reference": source}
     return None if result.passed else f"mismatch vs {source}: {result.reason}"
+
+
+# --- get_inputs / generate_example_value wrappers: the check's own operands ----------------
+
+def _get_inputs(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """In a verified op, each random draw of torch's ``get_inputs`` (every operand and the
+    output) is refilled from its own seed; ``input_gen_fns`` tensors are never drawn."""
+    choices = args[0] if args else kwargs.get("choices")
+    record = next((getattr(c, TAG) for c in choices or () if hasattr(c, TAG)), None)
+    if record is None or not record.verified_op or not OWN_INPUTS["on"]:
+        return wrapped(*args, **kwargs)
+    token = _DRAWS.set([record, 0])
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _DRAWS.reset(token)
+
+
+def _generate_example_value(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    value = wrapped(*args, **kwargs)  # torch's size, stride, offset and allocation
+    draws = _DRAWS.get()
+    if draws is None:
+        return value
+    record, index = draws
+    draws[1] += 1
+    try:
+        return reseed(value, op_seed(record.name, record.shapes, record.dtypes, index))
+    except Exception as exc:  # torch's draw stands (the old limit), noted
+        record.note(f"inputs: torch's draw kept ({type(exc).__name__}: {exc})"[:200])
+        return value
 
 
 # --- feedback saver: fail closed, close the op ---------------------------------------------
@@ -641,6 +695,10 @@ def build_patches(plan: Any) -> list[Any]:
     if "benchmark_choice" in owned:
         patches.append(Patch(cls, "benchmark_choice",
                              wrapt.FunctionWrapper(owned["benchmark_choice"], _benchmark_choice)))
+    if "get_inputs" in owned and "generate_example_value" in owned:
+        patches += [Patch(cls, attr, wrapt.FunctionWrapper(owned[attr], wrapper)) for attr, wrapper
+                    in (("get_inputs", _get_inputs),
+                        ("generate_example_value", _generate_example_value))]
     _BUDGET_AT_BENCHMARK["on"] = "do_autotuning" in owned and "make_precompile_fn" in owned
     if "do_autotuning" in owned:
         patches.append(Patch(cls, "do_autotuning",
