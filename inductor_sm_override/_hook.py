@@ -2,10 +2,10 @@
 
 The package ships ``inductor_sm_override.pth`` (its one line is ``PTH_LINE``) into
 site-packages. At interpreter start that line checks, without importing anything, whether
-any ``INDUCTOR_SM_OVERRIDE*`` variable is set; if none is, it does nothing else. If one
-is, it puts a tiny finder (a function) first on ``sys.meta_path`` that waits for ``import torch``
-(one string comparison per import) and then removes itself, imports this module and
-registers wrapt post-import hooks (``wrapt.register_post_import_hook``):
+any ``INDUCTOR_SM_OVERRIDE*`` variable (or a near miss of one) is set; if none is, it does
+nothing else. If one is, it puts a tiny finder (a function) first on ``sys.meta_path``
+that waits for ``import torch`` (one string comparison per import) and then removes itself,
+imports this module and registers wrapt post-import hooks (``wrapt.register_post_import_hook``):
 
 - on ``torch._inductor.utils`` (the module that holds the SM gate): the variables are
   parsed and validated; a bad value prints one line (or raises with ``..._STRICT=1``);
@@ -55,11 +55,12 @@ _GUARDED = "try:\n" + "".join(f" {line}\n" for line in _BOOT.splitlines()) + (
 )
 
 # The single line of the shipped .pth file (site.py executes lines that start with import).
-# The test is a substring search over the joined variable names (~30 us per start-up; a
-# generator over os.environ costs twice that); a false positive only arms the finder.
+# The test: "INDUCTORSM" or "SMOVER" in the joined names, upper-cased, without "_" (near
+# misses too: core.settings.near_misses); a false positive only arms the finder.
 PTH_LINE = (
     f"import os; exec({_GUARDED!r}) "
-    "if 'INDUCTOR_SM_OVERRIDE' in ' '.join(os.environ) else None\n"
+    "if 'INDUCTORSM' in (_iso := ' '.join(os.environ).upper().replace('_', '')) "
+    "or 'SMOVER' in _iso else None\n"
 )
 
 

@@ -244,3 +244,53 @@ def test_install_paths_ship_a_working_hook(tmp_path, how):
                                       PYTHONPATH=_deps_path())
     assert rc == 0, stderr[-2000:]
     assert report["gate"] is True and report["patched"] is True and ours == []
+
+
+# --- issue 28: near-miss names, the report variable checked at start ------------------------
+
+@pytest.mark.parametrize("name, meant", [
+    ("INDUCTOR_SM_OVERIDE", "INDUCTOR_SM_OVERRIDE"),
+    ("inductor_sm_override", "INDUCTOR_SM_OVERRIDE"),
+    ("INDUCTOR_SMOVERRIDE_MAX_CHOICES", "INDUCTOR_SM_OVERRIDE_MAX_CHOICES"),
+])
+def test_near_miss_name_gets_one_line_at_start(name, meant):
+    rc, report, ours, _ = _probe(**{name: "1"})
+    assert rc == 0 and report["gate"] is False and report["patched"] is False
+    assert ours == [f"inductor_sm_override: {name} is not a variable of this package "
+                    f"(ignored): did you mean {meant}?"]
+
+
+def test_pth_line_stays_unarmed_for_unrelated_variables():
+    """The widened test must not arm the finder for torch's and CUDA's own variables."""
+    condition = PTH_LINE.rsplit(") if ", 1)[1].rsplit(" else None", 1)[0]
+    env = {"TORCHINDUCTOR_FREEZING": "1", "CUDA_VISIBLE_DEVICES": "0", "PATH": "/bin",
+           "TORCHINDUCTOR_MAX_AUTOTUNE_GEMM": "1", "SMTP_SERVER": "x", "OVERRIDE_ME": "1"}
+    assert eval(condition, {"os": type("os", (), {"environ": env})}) is False
+    for name in ("INDUCTOR_SM_OVERRIDE", "inductor_sm_override", "INDUCTOR_SM_OVERIDE",
+                 "INDUCTR_SM_OVERRIDE_MIN_SMS"):
+        assert eval(condition, {"os": type("os", (), {"environ": {**env, name: "1"}})})
+
+
+def test_hook_status_doctor_and_run_name_near_misses(monkeypatch, capsys):
+    from inductor_sm_override.tools import cli, doctor, launcher
+
+    monkeypatch.setenv("INDUCTOR_SM_OVERIDE", "1")
+    line = ("INDUCTOR_SM_OVERIDE is not a variable of this package (ignored): did you mean "
+            "INDUCTOR_SM_OVERRIDE?")
+    assert cli.main(["hook", "status"]) == 0
+    assert f"warning: {line}" in capsys.readouterr().out
+    assert launcher.hook_status(os.environ)["near_misses"] == {
+        "INDUCTOR_SM_OVERIDE": "INDUCTOR_SM_OVERRIDE"}
+    assert f"warning: {line}" in doctor.format_text(doctor.collect())
+    seen = {}
+    monkeypatch.setattr(launcher, "exec_command", lambda cmd, env: seen.update(env=env))
+    assert cli.main(["run", "--", "true"]) == 0 and seen
+    assert capsys.readouterr().err.strip() == f"inductor-sm-override run: warning: {line}"
+
+
+def test_report_variable_that_is_a_folder_is_one_line_at_start(tmp_path):
+    rc, report, ours, _ = _probe("--exit", "3", INDUCTOR_SM_OVERRIDE="1",
+                                 INDUCTOR_SM_OVERRIDE_REPORT=str(tmp_path))
+    assert rc == 3 and report["patched"] is False
+    assert ours == [f"inductor_sm_override: INDUCTOR_SM_OVERRIDE_REPORT={str(tmp_path)!r} is "
+                    f"not accepted: {tmp_path} is a folder, not a file; the override stays off"]

@@ -23,6 +23,7 @@ from ..core.settings import (
     env_layer,
     env_switch,
     env_variables,
+    near_miss_line,
     parse_bool_word,
 )
 from ..torch_plan import compat
@@ -53,7 +54,11 @@ def describe_source(environ: Mapping[str, str]) -> str:
 
 
 def check_env(environ: Mapping[str, str], stream: TextIO | None = None) -> bool:
-    """Validate the variables: True if usable; else one line on ``stream`` (strict: raise)."""
+    """Validate the variables: True if usable; else one line on ``stream`` (strict: raise).
+    Near-miss names (``INDUCTOR_SM_OVERIDE``) get one line too, and change nothing."""
+    near = near_miss_line(environ)
+    if near:
+        print(f"inductor_sm_override: {near}", file=stream or sys.stderr)
     try:
         parse_env(environ)
     except SettingsError as exc:

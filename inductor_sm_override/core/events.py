@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .settings import Settings
+from .settings import Settings, resolve_path
 
 log = logging.getLogger("inductor_sm_override")
 
@@ -40,6 +40,7 @@ _IN_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar("iso_graph", de
 _writers: dict[str, ReportWriter] = {}
 _lock = threading.Lock()
 _gates_seen: set[tuple[Any, ...]] = set()
+_unwritable: set[str] = set()  # report paths that failed: said once, not once per event
 
 
 def publish(settings: Settings | None, event: dict[str, Any]) -> None:
@@ -61,11 +62,14 @@ def publish(settings: Settings | None, event: dict[str, Any]) -> None:
         if seen in _gates_seen:
             return
         _gates_seen.add(seen)
+    if (path := resolve_path(settings.report)) in _unwritable:
+        return
     try:
         writer(settings).write(_json_safe(event))
     except Exception as exc:  # a report must never break a compile
-        print(f"inductor_sm_override: cannot write report {settings.report}: {exc}",
-              file=sys.stderr)
+        _unwritable.add(path)
+        print(f"inductor_sm_override: cannot write report {settings.report}: {exc} (no "
+              "further events go to it)", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -85,10 +89,6 @@ def graph_scope(settings: Settings | None) -> Iterator[None]:
 
 
 # --- the JSONL report ------------------------------------------------------------------
-
-
-def resolve_path(path: str) -> str:
-    return path.replace("{rank}", os.environ.get("RANK", "0")).replace("{pid}", str(os.getpid()))
 
 
 class ReportWriter:
@@ -206,7 +206,7 @@ def progress_wanted(settings: Settings) -> bool:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > 1e300:
         return None
     return float(value) if math.isfinite(value) else None
 
@@ -230,6 +230,9 @@ def op_summary(event: dict[str, Any]) -> dict[str, Any]:
     shapes = event.get("shapes")
     first = shapes[0] if isinstance(shapes, list) and shapes else None
     rejected = event.get("rejected")
+    if isinstance(rejected, list):  # older logs: the names only
+        rejected = {str(name): "" for name in rejected}
+    by = event.get("rejected_by")
     return {
         "name": str(event.get("name")),
         "device": str(event.get("device") or ""),
@@ -244,6 +247,7 @@ def op_summary(event: dict[str, Any]) -> dict[str, Any]:
         "rejected": _count(rejected),
         "reasons": {str(k): str(v) for k, v in rejected.items()}
         if isinstance(rejected, dict) else {},
+        "rejected_by": {str(k): str(v) for k, v in by.items()} if isinstance(by, dict) else {},
         "seconds": _number(event.get("seconds")),
     }
 

@@ -10,6 +10,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -67,12 +68,28 @@ _check_path.accepted = "a non-empty file path"  # type: ignore[attr-defined]
 
 
 def _check_search_space(value: Any) -> str:
-    if not isinstance(value, str) or value.upper() not in SEARCH_SPACES:
+    if not isinstance(value, str) or value.strip().upper() not in SEARCH_SPACES:
         raise TypeError
-    return value.upper()
+    return value.strip().upper()
 
 
 _check_search_space.accepted = " or ".join(SEARCH_SPACES)  # type: ignore[attr-defined]
+
+
+def resolve_path(path: str) -> str:
+    """A report path with ``{rank}`` ($RANK, else 0) and ``{pid}`` replaced."""
+    return path.replace("{rank}", os.environ.get("RANK", "0")).replace("{pid}", str(os.getpid()))
+
+
+def report_path_problem(path: str) -> str | None:
+    """Why the report file ``path`` cannot be written here, or None: checked up front."""
+    target = Path(resolve_path(path))
+    found = next(p for p in (target, *target.parents) if p.exists())  # the nearest existing
+    if found == target and target.is_dir():
+        return f"{target} is a folder, not a file"
+    if found != target and not found.is_dir():
+        return f"{found} is a file, not a folder"
+    return None if os.access(found, os.W_OK) else f"{found} is not writable"
 
 
 def _check_fleet(value: Any) -> str:
@@ -263,6 +280,9 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
         except (TypeError, ValueError):
             what = _BOOL_WORDS if check is _check_bool else _describe(check)
             raise SettingsError(f"{name}={raw!r} is not accepted: expected {what}") from None
+    problem = report_path_problem(layer["report"]) if "report" in layer else None
+    if problem:  # once, at start, not once per autotuned op
+        raise SettingsError(f"{env_name('report')}={layer['report']!r} is not accepted: {problem}")
     return layer
 
 
@@ -282,3 +302,30 @@ def env_switch(environ: Mapping[str, str]) -> bool | None:
 def env_variables(environ: Mapping[str, str]) -> dict[str, str]:
     """All INDUCTOR_SM_OVERRIDE* variables that are set."""
     return {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (short names)."""
+    row = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (char != other))
+    return row[-1]
+
+
+def near_misses(environ: Mapping[str, str]) -> dict[str, str]:
+    """Set names that look like this package's variables but are not (another case, a
+    letter or two off): name -> the variable probably meant. The same fragments arm the
+    start-up hook (``_hook.PTH_LINE``)."""
+    known = [ENV_SWITCH, *map(env_name, _FIELDS)]
+    alike = [n for n in environ if not n.startswith(ENV_PREFIX)
+             and any(f in n.upper().replace("_", "") for f in ("INDUCTORSM", "SMOVER"))]
+    best = {n: min(known, key=lambda k: _edits(n.upper(), k)) for n in alike}
+    return {n: meant for n, meant in best.items() if _edits(n.upper(), meant) <= 2}
+
+
+def near_miss_line(environ: Mapping[str, str]) -> str | None:
+    """One line naming every near miss, or None."""
+    return "; ".join(f"{name} is not a variable of this package (ignored): did you mean "
+                     f"{meant}?" for name, meant in near_misses(environ).items()) or None

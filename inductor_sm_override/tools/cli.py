@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..api.block import status
 from ..core.errors import SettingsError
-from ..core.settings import accepted, validate_field
+from ..core.settings import accepted, near_miss_line, report_path_problem, validate_field
 from . import demo, doctor, launcher, report, verdict
 
 
@@ -32,6 +33,14 @@ def _setting(field: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = field  # argparse names the type in some messages
     return parse
+
+
+def _report_path(raw: str) -> str:
+    """``--report``: a file that can be written here (checked before the command runs)."""
+    problem = report_path_problem(raw)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not accepted: {problem}")
+    return raw
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -56,22 +65,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"inductor-sm-override run: {exc}", file=sys.stderr)
         return 2
+    near = near_miss_line(os.environ)
+    if near:
+        print(f"inductor-sm-override run: warning: {near}", file=sys.stderr)
     try:
         launcher.exec_command(command, env)
     except OSError as exc:
         print(f"inductor-sm-override run: cannot run {command[0]!r}: {exc}", file=sys.stderr)
-        return 127
+        return 127 if isinstance(exc, FileNotFoundError) else 126  # as a shell says it
     return 0  # not reached: exec replaced this process
 
 
 def _cmd_hook(args: argparse.Namespace) -> int:
 
     if args.action == "status":
-        info = launcher.hook_status(os.environ)
+        info = launcher.hook_status(os.environ, Path(args.site_dir) if args.site_dir else None)
         if args.json:
             print(json.dumps(info, indent=2))
             return 1 if info["error"] else 0
-        where = ", ".join(info["pth_files"]) or "not installed"
+        where = ", ".join(info["pth_files"]) or (
+            f"not installed in {args.site_dir}" if args.site_dir else "not installed")
         print(f"start-up hook (.pth): {where}")
         if info["pth_installed"] and not info["pth_current"]:
             print("  (out of date: run `inductor-sm-override hook install`)")
@@ -80,6 +93,8 @@ def _cmd_hook(args: argparse.Namespace) -> int:
             print("variables: none set (the override is off; the hook costs nothing)")
         for name, value in info["variables"].items():
             print(f"variable: {name}={value}")
+        if info["near_misses"]:
+            print(f"warning: {near_miss_line(info['near_misses'])}")
         if info["error"]:
             print(f"error: {info['error']}")
             return 1  # a bad variable: the override stays off, say so in the exit status
@@ -102,6 +117,12 @@ def _cmd_hook(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
+    try:  # up front: one line now, not a traceback after the warm-up compile
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file, not a folder" if Path(args.out).is_file() else exc.strerror or exc
+        print(f"inductor-sm-override demo: --out {args.out}: {why}", file=sys.stderr)
+        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         print("inductor-sm-override demo: --device cuda: no CUDA GPU is visible", file=sys.stderr)
@@ -140,9 +161,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-MAX_LINE_ERRORS = 5  # malformed lines named one by one; the rest are counted
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
 
     def fail(message: str) -> int:
@@ -156,17 +174,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
         events, errors = report.read_events(args.log)
     except OSError as exc:
         return fail(f"cannot read {args.log}: {exc.strerror or exc}")
-    if errors and not events:  # nothing in it is a report line: one line, not one per line
-        first = errors[0].removesuffix("; line skipped")
-        return fail(f"{args.log} is not a JSONL report: no line is an event "
-                    f"(first problem: {first})")
-    for error in errors[:MAX_LINE_ERRORS]:
-        print(f"inductor-sm-override report: {error}", file=sys.stderr)
-    if len(errors) > MAX_LINE_ERRORS:
-        print(f"inductor-sm-override report: ... and {len(errors) - MAX_LINE_ERRORS} more "
-              "malformed lines skipped", file=sys.stderr)
+    if not events:  # one line, not one per line
+        return fail(f"{args.log} is not a JSONL report: no report event in it (first "
+                    f"problem: {errors[0]})" if errors else
+                    f"{args.log} has no report event (the file is empty)")
+    if errors:
+        print("inductor-sm-override report: " + (
+            f"1 line skipped: {errors[0]}" if len(errors) == 1
+            else f"{len(errors)} lines skipped (first: {errors[0]})"), file=sys.stderr)
     summary = report.summarize(events)
-    print(json.dumps(summary, indent=2, default=str) if args.json else report.format_table(summary))
+    text = json.dumps(summary, indent=2, default=str) if args.json else \
+        report.format_table(summary)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"  # odd characters escaped
+    print(text.encode(encoding, "backslashreplace").decode(encoding))
     if args.plot:
         try:
             report.plot(events, args.plot)
@@ -175,7 +195,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except OSError as exc:
             return fail(f"cannot write the plot {args.plot}: {exc.strerror or exc}")
         print(f"plot: {args.plot}", file=sys.stderr)
-    return 1 if errors else 0
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -209,14 +229,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--atol", type=_setting("atol", float), metavar="X",
                      help="absolute tolerance of the checks (default: per dtype, relative "
                      "to the reference's RMS, see SAFETY.md)")
-    run.add_argument("--report", metavar="PATH",
+    run.add_argument("--report", metavar="PATH", type=_report_path,
                      help="append JSONL decision events to PATH; {rank} and {pid} are "
                      "replaced (default: no report)")
     run.add_argument("--simulate-sms", type=_setting("simulate_sms", int), metavar="N",
                      help="make Inductor believe the GPU has N SMs (research: what would a "
                      "smaller part pick?) (default: the real count)")
-    run.add_argument("--search-space", choices=["DEFAULT", "EXHAUSTIVE"],
-                     help="Inductor's max_autotune_gemm_search_space (default: Inductor's)")
+    run.add_argument("--search-space", type=_setting("search_space", str),
+                     metavar="DEFAULT|EXHAUSTIVE", help="Inductor's "
+                     "max_autotune_gemm_search_space, any case (default: Inductor's)")
     run.add_argument("--strict", action="store_true",
                      help="fail (raise at Inductor import) on an unsupported torch or a bad "
                      "variable instead of warning and leaving torch unpatched")
@@ -246,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Triton GEMM templates for torch.compile max-autotune on mid-size GPUs.",
     )
     sub = parser.add_subparsers(dest="name", metavar="COMMAND", title="commands")
+    parser.commands = sub.choices  # type: ignore[attr-defined]  # name -> its parser
     _add_run(sub)
     hook = sub.add_parser(
         "hook", help="the environment-variable start-up hook (.pth)",
@@ -254,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         "when torch's Inductor is imported (torch itself is not imported early). "
         "status: where the hook is, the variables and what they give (exit status 1 if a "
         "variable is invalid); install / uninstall: add or remove the .pth file.")
-    hook.add_argument("action", choices=["status", "install", "uninstall"],
+    hook.add_argument("action", choices=["status", "install", "uninstall"], type=str.lower,
                       help="status, install or uninstall")
-    hook.add_argument("--site-dir", help="site directory for install/uninstall "
+    hook.add_argument("--site-dir", help="site directory for status/install/uninstall "
                       "(default: this interpreter's site-packages)")
     hook.add_argument("--json", action="store_true", help="status as JSON")
     hook.set_defaults(func=_cmd_hook)
@@ -268,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "and error against float64, and say what it means on this machine. "
                           "Exit status 1 if a mode failed to compile or computed a wrong "
                           "result.")
-    demo_cmd.add_argument("--device", choices=["cpu", "cuda"], default=None,
+    demo_cmd.add_argument("--device", choices=["cpu", "cuda"], default=None, type=str.lower,
                       help="default: cuda when a GPU is visible, else cpu")
     demo_cmd.add_argument("--out", default="runs", help="folder for the reports (default: runs)")
     demo_cmd.set_defaults(func=_cmd_demo)
@@ -286,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd = sub.add_parser("report", help="summarize a JSONL decision log",
                             description="A table per autotuned op (winner, best template vs "
                             "extern time and speed-up, choices run/capped/rejected, seconds) "
-                            "and totals. Malformed lines are reported with their line number "
-                            "and skipped (exit status 1).")
+                            "and totals, each rejected choice with its reason. Lines that are "
+                            "not report events are skipped and counted in one line; a file "
+                            "with no report event is one error line (exit status 2).")
     report_cmd.add_argument("log", metavar="LOG",
                         help="a JSONL report written by report=... or "
                         "INDUCTOR_SM_OVERRIDE_REPORT")
@@ -302,11 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.name is None:  # the bare command: show what it can do
+    args, unknown = parser.parse_known_args(argv)
+    if args.name is None and not unknown:  # the bare command: show what it can do
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    if unknown:  # the usage of the command given, not the top-level one
+        parser.commands.get(args.name, parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a real file only
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":

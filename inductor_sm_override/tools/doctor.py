@@ -8,10 +8,12 @@ from typing import Any
 
 from ..api.block import override
 from ..core import __version__
+from ..core.settings import near_miss_line
 from ..torch_plan import compat
 from ..torch_plan.hardware import pre_ampere_note
 from .frameworks import detect, format_line
 from .launcher import hook_status
+from .quiet import torch_autotune_output_hidden
 
 CONFIG_KEYS = ("max_autotune", "max_autotune_gemm", "max_autotune_gemm_backends",
                "max_autotune_gemm_search_space", "autotune_in_subproc", "autotune_local_cache",
@@ -38,8 +40,6 @@ def _gate_answers(index: int, min_sms: int | None) -> dict[str, Any]:
 
 def collect(min_sms: int | None = None) -> dict[str, Any]:
     """Everything doctor reports, as a JSON-able dict. Works without a GPU."""
-    import logging
-
     import torch
     import torch._inductor.config as config
 
@@ -61,10 +61,7 @@ def collect(min_sms: int | None = None) -> dict[str, Any]:
         info["triton"] = None
     gpus = []
     if torch.cuda.is_available():
-        quiet = logging.getLogger("torch._inductor.utils")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # torch's "Not enough SMs" warning: we report it
-        try:
+        with torch_autotune_output_hidden():  # torch's "Not enough SMs" warning: we report it
             for index in range(torch.cuda.device_count()):
                 props = torch.cuda.get_device_properties(index)
                 gpus.append({"index": index, "name": props.name,
@@ -72,8 +69,6 @@ def collect(min_sms: int | None = None) -> dict[str, Any]:
                              "capability": f"{props.major}.{props.minor}",
                              "gate": _gate_answers(index, min_sms) if plan.supported else None,
                              "note": pre_ampere_note(props.name, props.major, props.minor)})
-        finally:
-            quiet.setLevel(level)
     info["gpus"] = gpus
     info["cpu_templates"] = cpu_templates(bool(getattr(config, "freezing", False)))
     info["hook"] = hook_status(os.environ)
@@ -128,6 +123,8 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append(f"  -> {hook['error'] or ('on' if hook['enabled'] else 'off')}")
     else:
         lines.append("  no INDUCTOR_SM_OVERRIDE* variable set")
+    if hook.get("near_misses"):
+        lines.append(f"  warning: {near_miss_line(hook['near_misses'])}")
     lines.append("inductor config: " + ", ".join(f"{k}={v!r}"
                                                   for k, v in info["inductor_config"].items()))
 

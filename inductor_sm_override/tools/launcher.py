@@ -13,7 +13,7 @@ from typing import Any
 from .._hook import PTH_LINE, PTH_NAME
 from ..api.env import parse_env
 from ..core.errors import SettingsError
-from ..core.settings import ENV_SWITCH, Settings, env_name, env_variables
+from ..core.settings import ENV_SWITCH, Settings, env_name, env_variables, near_misses
 
 
 def run_env(options: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
@@ -42,8 +42,8 @@ def site_dirs() -> list[Path]:
     return dirs
 
 
-def installed_pth() -> list[Path]:
-    return [d / PTH_NAME for d in site_dirs() if (d / PTH_NAME).is_file()]
+def installed_pth(dirs: Sequence[Path] | None = None) -> list[Path]:
+    return [d / PTH_NAME for d in dirs or site_dirs() if (d / PTH_NAME).is_file()]
 
 
 def install_pth(directory: Path) -> str:
@@ -69,9 +69,10 @@ def uninstall_pth(directory: Path) -> str:
     return f"removed: {target}"
 
 
-def hook_status(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Is the .pth installed (where, current?), which variables are set and how they parse."""
-    found = installed_pth()
+def hook_status(environ: Mapping[str, str], site_dir: Path | None = None) -> dict[str, Any]:
+    """Is the .pth installed (in ``site_dir``, else this interpreter's site dirs; current?),
+    which variables are set, how they parse, and near-miss names."""
+    found = installed_pth(None if site_dir is None else [site_dir])
     variables = env_variables(environ)
     try:
         enabled, settings = parse_env(environ)
@@ -87,5 +88,6 @@ def hook_status(environ: Mapping[str, str]) -> dict[str, Any]:
         "site_dirs": [str(d) for d in site_dirs()],
         "python": sys.executable,
         "variables": variables,
+        "near_misses": near_misses(environ),
         **parsed,
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,31 +12,63 @@ from ..core.events import op_summary, split_timings
 
 # --- reading ---------------------------------------------------------------------------
 
+MAX_DEPTH = 32  # report events nest a few levels; deeper is not one of ours
+_NAME = (str, int, float, bool)
+# field -> the JSON types the summary reads it as, in any event that has it (null: unset)
+_FIELDS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("name", "winner", "device", "source", "group", "rank", "role", "leader",
+                     "outcome", "wait_end", "used"), _NAME),
+    **dict.fromkeys(("timings", "rejected_by", "producer"), (dict,)),
+    "rejected": (dict, list),  # "unverified": a dict in "autotune", a bool in "cache_hit"
+    **dict.fromkeys(("capped", "budget_dropped", "notes", "reasons", "shapes", "externs",
+                     "offered"), (list,)),
+    "waited_s": (int, float), "detail": (str,),
+}
+
+
+def _too_deep(value: Any, levels: int = MAX_DEPTH) -> bool:
+    inner = value.values() if isinstance(value, dict) else value if isinstance(value, list) \
+        else ()
+    return any(levels == 0 or _too_deep(v, levels - 1) for v in inner)
+
+
+def event_problem(event: Any) -> str | None:
+    """Why a parsed line is not a report event the summary can read, or None."""
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return "not an event object (no 'event' name)"
+    for field, kinds in _FIELDS.items():
+        value = event.get(field)
+        if value is not None and not isinstance(value, kinds):
+            return (f"field {field!r} is {type(value).__name__}, expected "
+                    + " or ".join(k.__name__ for k in kinds))
+    names = [v for f in ("externs", "offered") for v in event.get(f) or ()]
+    if not all(v is None or isinstance(v, _NAME) for v in names):
+        return "'externs' or 'offered' holds something other than names"
+    if abs(event.get("waited_s") or 0) > 1e300 or _too_deep(event):
+        return "a number or a nesting this report never has"
+    return None
+
 
 def read_events(path: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """All events of a JSONL report, and one error text per malformed line."""
+    """All readable events of a JSONL report, and one error text per line skipped."""
     events: list[dict[str, Any]] = []
     errors: list[str] = []
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                event = json.loads(raw.decode("utf-8")) if raw.strip() else None
             except UnicodeDecodeError as exc:
-                errors.append(f"{path}:{number}: not UTF-8 text (byte "
-                              f"0x{raw[exc.start]:02x} at column {exc.start + 1}); line skipped")
-                continue
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as exc:
-                errors.append(f"{path}:{number}: not valid JSON ({exc.msg}); line skipped")
-                continue
-            if not isinstance(event, dict) or "event" not in event:
-                errors.append(f"{path}:{number}: not an event object (no 'event' key); "
-                              "line skipped")
-                continue
-            events.append(event)
+                problem = f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            except (ValueError, RecursionError) as exc:  # also a 5000-digit number, [[[[...
+                problem = f"not valid JSON ({getattr(exc, 'msg', type(exc).__name__)})"
+            else:
+                if event is None:  # a blank line
+                    continue
+                problem = event_problem(event)
+            if problem:
+                errors.append(f"{path}:{number}: {problem}")
+            else:
+                events.append(event)
     return events, errors
 
 
@@ -108,8 +142,8 @@ def taken_unchecked(event: dict[str, Any]) -> bool:
     winner listed as unverified, or the sole-choice note)."""
     if "winner_unchecked" in event:
         return bool(event["winner_unchecked"])
-    winner = event.get("winner")
-    return bool(winner and winner in (event.get("unverified") or {})) or any(
+    winner, unverified = event.get("winner"), event.get("unverified")
+    return bool(winner and isinstance(unverified, (dict, list)) and winner in unverified) or any(
         "without benchmarking (unverified)" in str(n) for n in event.get("notes") or ())
 
 
@@ -221,6 +255,26 @@ def _autotune(events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return (e for e in events if e.get("event") == "autotune")
 
 
+MAX_REJECTED_SHOWN = 3  # per op in the table; --json lists all
+
+
+def short_reason(reason: str) -> str:
+    """The first line of a rejection reason without its tolerances, at most 80 chars."""
+    text = re.sub(r" \((atol|rtol) [^()]*\)$", "", reason.strip().split("\n")[0])
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def rejected_lines(op: dict[str, Any]) -> list[str]:
+    """One indented line per rejected choice of an op summary: who rejected it, and why."""
+    lines = [f"  rejected {name} ({op['rejected_by'].get(name, '?')}): "
+             f"{short_reason(reason) or 'no reason recorded'}"
+             for name, reason in list(op["reasons"].items())[:MAX_REJECTED_SHOWN]]
+    if len(op["reasons"]) > MAX_REJECTED_SHOWN:
+        lines.append(f"  ... and {len(op['reasons']) - MAX_REJECTED_SHOWN} more rejected "
+                     "(--json lists all)")
+    return lines
+
+
 def format_table(summary: dict[str, Any]) -> str:
     def ms(value: float | None) -> str:
         return f"{value:.4f}" if value is not None else "-"
@@ -233,8 +287,10 @@ def format_table(summary: dict[str, Any]) -> str:
              f"{o['seconds']:.2f}" if o["seconds"] is not None else "-"]
             for o in summary["ops"]]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
-             for r in [header, *rows]]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
+    for row, op in zip(rows, summary["ops"], strict=True):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+        lines += rejected_lines(op)
     t = summary["totals"]
     lines.append(f"total: {t['ops']} op{'' if t['ops'] == 1 else 's'}, "
                  f"{t['seconds']:.2f} s autotuning, "
@@ -254,18 +310,11 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(no_template_advice(t["no_template"], t["ops"],
                                         summary.get("no_template_devices") or [],
                                         summary.get("gates") or []))
-    if t["unverified"] or t["refused_hits"]:
-        parts = []
-        if t["unverified_ops"]:
-            s_ = "s" if t["unverified_ops"] != 1 else ""
-            parts.append(f"{t['unverified_ops']} op{s_} taken without a check")
-        if t["unverified_hits"]:
-            parts.append(f"{t['unverified_hits']} cache hit(s) unverified")
-        if t["refused_hits"]:
-            parts.append(f"{t['refused_hits']} cache hit(s) refused (require_manifest)")
-        lines.append("unverified: " + ", ".join(parts))
-    else:
-        lines.append("unverified: 0")
+    ops = f"op{'' if t['unverified_ops'] == 1 else 's'} taken without a check"
+    parts = [f"{t[key]} {what}" for key, what in (
+        ("unverified_ops", ops), ("unverified_hits", "cache hit(s) unverified"),
+        ("refused_hits", "cache hit(s) refused (require_manifest)")) if t[key]]
+    lines.append("unverified: " + (", ".join(parts) or "0"))
     if summary["notes"]:
         lines.append("notes:")
         lines += [f"  {n['text']}" + (f" (x{n['count']})" if n["count"] > 1 else "")
@@ -279,29 +328,80 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(events: list[dict[str, Any]], out: str) -> None:
-    """Timings per op (every choice run, template vs extern), as a PNG."""
+MAX_PLOT_OPS = 40  # groups drawn; the note says how many more the log has
+REJECTED = "rejected (reason below)"
+
+
+def _plain(text: str) -> str:
+    """Text matplotlib draws as it is (a ``$`` would start mathtext)."""
+    return text.replace("$", r"\$")
+
+
+def figure(events: list[dict[str, Any]]) -> Any:
+    """The timings plot as a matplotlib Figure: one group per op (name, shape, capped and
+    budget-dropped counts), every choice run (template / extern), the winner starred,
+    rejected choices crossed at the bottom with their reasons in a note."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     autotune = list(_autotune(events))
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(autotune) + 3), 4))
-    for index, event in enumerate(autotune):
+    shown = autotune[:MAX_PLOT_OPS]
+    style = {"template": ("o", "tab:blue", 36), "extern (ATen)": ("s", "tab:orange", 36),
+             "winner": ("*", "none", 400), REJECTED: ("x", "tab:red", 60)}
+    kinds: dict[str, list[tuple[int, float]]] = {label: [] for label in style}
+    labels, notes = [], []
+    for x, event in enumerate(shown):
+        op = op_summary(event)
         templates, externs = split_timings(event)
-        ax.scatter([index] * len(templates), list(templates.values()), marker="o",
-                   color="tab:blue", label="template" if index == 0 else None, alpha=0.6)
-        ax.scatter([index] * len(externs), list(externs.values()), marker="s",
-                   color="tab:orange", label="extern (ATen)" if index == 0 else None)
-    ax.set_xticks(range(len(autotune)))
-    ax.set_xticklabels([f"{i}:{e.get('name')}" for i, e in enumerate(autotune)],
-                       rotation=45, ha="right")
-    ax.set_ylabel("ms (lower is better)")
+        kinds["template"] += [(x, v) for v in templates.values() if v > 0]
+        kinds["extern (ATen)"] += [(x, v) for v in externs.values() if v > 0]
+        kinds["winner"] += [(x, v) for k, v in {**templates, **externs}.items()
+                            if k == op["winner"] and v > 0]
+        kinds[REJECTED] += [(x, 0.0)] * op["rejected"]
+        notes += [f"op {x}:{line}" for line in rejected_lines(op)]
+        counts = ", ".join([f"{op['capped']} capped"] * bool(op["capped"]) + [
+            f"{op['budget_dropped']} budget-dropped"] * bool(op["budget_dropped"]))
+        labels.append(_plain("\n".join(filter(None, [op["name"], op["shapes"], counts]))))
+    notes += [f"{len(autotune) - len(shown)} more ops not drawn"] * (len(autotune) > len(shown))
+    times = [v for points in kinds.values() for _, v in points if v > 0]
+    low, high = (min(times) / 3, max(times) * 2) if times else (0.1, 10.0)
+    kinds[REJECTED] = [(x, low * 1.5) for x, _ in kinds[REJECTED]]
+    height = 4.5 + 0.17 * len(notes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(shown) + 4), height))
+    for label, points in kinds.items():
+        if points:
+            marker, color, size = style[label]
+            edge = {"edgecolors": "black", "zorder": 3} if color == "none" else {}
+            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, s=size,
+                       facecolors=color, label=label, **edge)
+    ax.set_xticks(range(len(shown)), labels, fontsize=8)
+    ax.set_xlim(-0.5, max(len(shown), 1) - 0.5)
     ax.set_yscale("log")
-    ax.set_title("autotune timings per op")
-    if autotune:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, format="png")
-    plt.close(fig)
+    ax.set_ylim(low, high)  # a factor >= 4: at least one 1-2-5 tick, labelled in plain ms
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("ms per call (lower is better)")
+    ax.set_title("autotune timings per op (star: the winner)")
+    if times or kinds[REJECTED]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if notes:
+        fig.text(0.01, 0.01, _plain("\n".join(notes)), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, (0.17 * len(notes) + 0.1) / height if notes else 0, 1, 1))
+    return fig
+
+
+def plot(events: list[dict[str, Any]], out: str) -> None:
+    """The timings plot (:func:`figure`) as a PNG."""
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a glyph missing from the font: drawn as a box
+        fig = figure(events)
+        try:
+            fig.savefig(out, format="png")
+        finally:
+            plt.close(fig)
