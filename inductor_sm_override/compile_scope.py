@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -47,6 +48,10 @@ from .torch_plan import compat
 from .torch_plan.config_scope import PROCESS, ConfigChanges
 
 HOOKS = (gate, selector, generation, fusion, cache, distributed)  # one module per site
+# quiet: Inductor's AUTOTUNE tables, "Autotune Choices Stats" (only config stops them), and
+# the warning torch 2.11-2.13's autotuner gives, off
+QUIET_CONFIG = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+TYPED_STORAGE = "TypedStorage is deprecated"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,8 +85,11 @@ CALL_CHECKS = PatchSet(cache.build_call_patches)
 def config_changes(settings: Settings, config: Any) -> dict[str, Any]:
     """Inductor config of a compile under ``settings`` (without the salt): no unverifiable
     autotune paths, the search space, shared-memory pruning, no distributed autotuning
-    under a fleet (each rank's compile must not wait on a collective of the others)."""
+    under a fleet (each rank's compile must not wait on a collective of the others), no
+    autotune tables when quiet."""
     changes: dict[str, Any] = {}
+    if settings.quiet:
+        changes.update({k: v for k, v in QUIET_CONFIG.items() if hasattr(config, k)})
     if settings.verify:
         for key in ("autotune_in_subproc", "pipeline_max_autotune_gemm",  # escape the check
                     "autotune_local_cache", "autotune_remote_cache"):  # unchecked winners
@@ -129,10 +137,20 @@ def applied(binding: Binding) -> Iterator[None]:
             gate.adopt_replacements(plan, PATCHES)
         stack.enter_context(compat.compile_exclusion(plan))
         stack.callback(state.pop, state.push_pinned(binding))
+        if binding.settings is not None and binding.settings.quiet:
+            stack.enter_context(warnings_hidden())
         backward = plan.backward_changes() if binding.settings is not None else None
         if backward is not None:
             stack.callback(compat.enter_config(backward).exit)
         stack.enter_context(_inductor_config(binding))
+        yield
+
+
+@contextlib.contextmanager
+def warnings_hidden() -> Iterator[None]:
+    """torch's TypedStorage warning off inside (process-wide), the filters restored after."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TYPED_STORAGE, category=UserWarning)
         yield
 
 

@@ -11,13 +11,10 @@ import warnings
 
 import pytest
 
+from inductor_sm_override.compile_scope import QUIET_CONFIG as SILENT_CONFIG
 from inductor_sm_override.tools import cli, demo
 from inductor_sm_override.tools.demo import WORKLOADS, DemoResult, ModeResult
-from inductor_sm_override.tools.quiet import (
-    GATE_LOGGER,
-    SILENT_CONFIG,
-    torch_autotune_output_hidden,
-)
+from inductor_sm_override.tools.quiet import GATE_LOGGER, torch_autotune_output_hidden
 from inductor_sm_override.tools.verdict import format_comparison, verdict
 
 TORCH_NOISE = ("AUTOTUNE ", "Autotune Choices Stats", "TypedStorage is deprecated",

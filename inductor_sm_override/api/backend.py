@@ -11,9 +11,10 @@ function does no toolkit work.
 
 ``torch.compile`` passes its ``mode=`` / ``options=`` to a callable backend as keyword
 arguments (``torch._TorchCompileWrapper``, 2.4-2.15; 2.15 also ``name=``); they replace the
-backend's own mode and extend its options for that compile. Both are applied as Inductor
-config patches for the compile and its later graphs, validated the way torch.compile
-validates them. ``name`` becomes ``compile_fx``'s ``compile_region_name`` where it has one.
+backend's own mode and extend its options for that compile (``mode="default"`` never
+arrives: the wrapper drops it; ``iso.backend(mode="default")`` compiles without autotuning).
+Both are Inductor config patches for the compile and its later graphs, validated as
+torch.compile does. ``name`` becomes ``compile_fx``'s ``compile_region_name`` where it has one.
 """
 
 from __future__ import annotations

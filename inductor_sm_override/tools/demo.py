@@ -173,13 +173,16 @@ def _cold_cache() -> Iterator[None]:
         yield
 
 
-def _compile_context(workload: Workload) -> contextlib.ExitStack:
+def _compile_context(workload: Workload, plain: bool = True) -> contextlib.ExitStack:
+    """no_grad, frozen weights on a CPU; torch's autotune output hidden for plain compiles
+    (the override modes compile with quiet=True, which hides it)."""
     import torch
     import torch._inductor.config as inductor_config
 
     stack = contextlib.ExitStack()
     stack.enter_context(torch.no_grad())
-    stack.enter_context(torch_autotune_output_hidden())
+    if plain:
+        stack.enter_context(torch_autotune_output_hidden())
     if workload.device == "cpu":  # the C++ GEMM template is offered for frozen weights only
         stack.enter_context(inductor_config.patch(freezing=True))
     return stack
@@ -201,7 +204,7 @@ def _compile_mode(name: str, settings: dict[str, Any] | None, model: Any, x: Any
         Path(report).unlink(missing_ok=True)
     clear_decisions()
     compiled = torch.compile(_entry_point(model, name), mode="max-autotune-no-cudagraphs")
-    with _cold_cache(), _compile_context(workload):
+    with _cold_cache(), _compile_context(workload, plain=settings is None):
         block = (contextlib.nullcontext() if settings is None
                  else override(**settings, report=report, quiet=True))
         started = time.perf_counter()
