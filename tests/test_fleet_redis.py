@@ -1,7 +1,8 @@
-"""Provenance across processes with a real Redis (issue 21): every graph written under a
-block carries its manifest, in the local cache, in Redis and in portable bundles; a hit
-says where it came from and who made it; a hit without a valid manifest is unverified,
-and ``require_manifest`` turns it into a miss.
+"""Provenance across processes with a real Redis (issues 21, 29): every graph written under
+a block carries its manifest inside the graph entry (one write: graph and manifest cannot
+disagree), in the local cache, in Redis and in portable bundles; a hit says where it came
+from and who made it; a hit without a valid manifest is unverified, and
+``require_manifest`` turns it into a miss.
 
 Each probe is a new process (tests/fleet_probe.py) with its own Inductor cache dir, so a
 hit there can only come from Redis (or from the bundle it loaded)."""
@@ -67,7 +68,7 @@ def test_remote_hit_carries_its_manifest_other_settings_and_plain_miss(redis_ser
     assert got["hit"] == 1 and got["miss"] == 0 and not got["decisions"]
     hit = _only(got["hits"])
     assert hit["key"] == key and hit["source"] == "remote" and hit["unverified"] is False
-    assert hit["reasons"] == [] and hit["notes"] == []
+    assert hit["reasons"] == []
     producer = hit["producer"]
     assert producer["pid"] == made["pid"] != got["pid"]
     assert producer["host"] == socket.gethostname() and producer["device"]["name"] == "cpu"
@@ -117,24 +118,21 @@ def test_training_hits_forward_and_backward_with_their_manifests(redis_server, t
     assert {h["key"] for h in got["hits"]} == set(made["written"])
 
 
-def _strip_manifest(remote, redis, key: str) -> None:
-    """Make the Redis entry of ``key`` what a producer without manifests would have
-    written: the graph without the manifest it carries, and no copy next to it."""
+def _edit_carried(remote, key: str, edit) -> None:
+    """Rewrite the manifest the Redis entry of ``key`` carries: ``edit(graph)``."""
     entry = remote.get(key)
     graph = pickle.loads(base64.b64decode(entry["data"]))
-    delattr(graph, CARRIED)
+    edit(graph)
     entry["data"] = base64.b64encode(pickle.dumps(graph)).decode("ascii")
     remote.put(key, entry)
-    client = redis.client()
-    copies = client.keys(f"*{key}.iso-manifest*")
-    assert len(copies) == 1
-    client.delete(*copies)
 
 
 def test_manifestless_hit_is_unverified_and_require_manifest_makes_it_a_miss(
         redis_server, tmp_path, monkeypatch):
     key = _only(_probe(tmp_path / "a", {"settings": {}}, redis_server)["written"])
-    _strip_manifest(_remote_cache(redis_server, monkeypatch), redis_server, key)
+    # what a producer without manifests would have written
+    _edit_carried(_remote_cache(redis_server, monkeypatch), key,
+                  lambda graph: delattr(graph, CARRIED))
     lax = _probe(tmp_path / "b", {"settings": {}}, redis_server)
     hit = _only(lax["hits"])
     assert lax["hit"] == 1 and hit["unverified"] is True and hit["producer"] is None
@@ -150,45 +148,32 @@ def test_manifestless_hit_is_unverified_and_require_manifest_makes_it_a_miss(
     assert hit["unverified"] is False and hit["producer"]["pid"] == strict["pid"]
 
 
-def test_corrupted_remote_manifest_is_refused(redis_server, tmp_path, monkeypatch):
+def test_corrupted_or_forged_carried_manifest_is_refused(redis_server, tmp_path,
+                                                       monkeypatch):
     key = _only(_probe(tmp_path / "a", {"settings": {}}, redis_server)["written"])
     remote = _remote_cache(redis_server, monkeypatch)
-    copy_key = _only(redis_server.client().keys(f"*{key}.iso-manifest*"))
-    redis_server.client().set(copy_key, b"\x00 not json")  # bit rot
+
+    def rot(graph):  # bit rot: the body no longer matches its sha256
+        getattr(graph, CARRIED)["manifest"]["producer"]["host"] = "elsewhere"
+
+    _edit_carried(remote, key, rot)
     lax = _probe(tmp_path / "b", {"settings": {}}, redis_server)
     hit = _only(lax["hits"])
-    assert hit["unverified"] is True
-    assert hit["reasons"][0].startswith("corrupted manifest in the remote cache")
-    # a well-formed manifest that is not the graph's (another producer's claims)
-    forged = manifest.unseal(_carried(remote, key))
-    forged["producer"]["host"] = "elsewhere"
-    remote.put(key + ".iso-manifest", manifest.seal(forged))
+    assert hit["unverified"] is True and hit["reasons"] == [
+        "corrupted manifest in the graph entry: sha256 does not match the manifest body"]
     strict = _probe(tmp_path / "c", {"settings": {"require_manifest": True}}, redis_server)
     assert strict["hit"] == 0 and not strict["hits"] and strict["refused"]
-    assert all(r["reasons"] == ["the manifest in the remote cache is not the one the graph "
-                                "entry carries"] for r in strict["refused"])
+    assert strict["written"] == [key]  # compiled here and written again, intact
+    # well sealed, but made under other settings (another producer's claims)
 
+    def forge(graph):
+        body = manifest.unseal(getattr(graph, CARRIED))
+        setattr(graph, CARRIED, manifest.seal({**body, "settings_key": "other"}))
 
-def _carried(remote, key: str) -> dict:
-    entry = remote.get(key)
-    return getattr(pickle.loads(base64.b64decode(entry["data"])), CARRIED)
-
-
-def test_corrupted_local_manifest_is_refused(tmp_path):
-    cache = tmp_path / "local"
-    made = _probe(cache, {"settings": {}})
-    key = _only(made["written"])
-    ok = _probe(cache, {"settings": {}})
-    assert _only(ok["hits"])["source"] == "local" and ok["hits"][0]["unverified"] is False
-    path = _only(list(cache.rglob(f"{key}.*.iso-manifest.json")))
-    path.write_text(path.read_text().replace('"ops"', '"opz"'))  # damaged on disk
-    lax = _probe(cache, {"settings": {}})
-    hit = _only(lax["hits"])
-    assert hit["unverified"] is True and "corrupted manifest in the local cache" in \
-        hit["reasons"][0]
-    strict = _probe(cache, {"settings": {"require_manifest": True}})
+    _edit_carried(remote, key, forge)
+    strict = _probe(tmp_path / "e", {"settings": {"require_manifest": True}}, redis_server)
     assert strict["hit"] == 0 and strict["refused"]
-    assert {r["source"] for r in strict["refused"]} == {"local"}
+    assert all(r["reasons"] == ["compiled under other settings"] for r in strict["refused"])
 
 
 def test_portable_bundle_hits_elsewhere_and_reports_its_producer(tmp_path):
@@ -201,7 +186,6 @@ def test_portable_bundle_hits_elsewhere_and_reports_its_producer(tmp_path):
     assert got["hit"] == 1 and not got["decisions"]
     assert hit["source"] == "local" and hit["unverified"] is False
     assert hit["producer"]["pid"] == made["pid"] and hit["ops"]
-    assert "no manifest copy in the local cache" in hit["notes"][0]
     other = _probe(tmp_path / "c", {"settings": {"max_choices": 1},
                                     "load_bundle": str(bundle)})
     assert other["hit"] == 0 and not other["hits"]

@@ -1,31 +1,17 @@
 """Shared autotune decisions: one rank tunes an op, the others check its pick and run it.
 
-Under ``fleet="job"`` / ``"node"`` (with ``verify``), every verified GEMM op gets a
-**decision key** (:func:`decision_key`): the op, its input and output layouts (dtype, sizes,
-strides, offset), the device model (name, SM count, simulated and limited SMs; on the CPU the
-processor and thread count), torch and Triton versions, Inductor's GEMM backends and search
-space, and ``settings_key`` (the package version and the settings that change compiled code).
-No device index: ``cuda:0`` and ``cuda:1`` of one model share a key, where Inductor's graph
-key differs. A **decision** is the winning choice's identity (its name without Inductor's
-counter, its description and info) and who tuned it.
-
-Per op, before Inductor's selector runs (``get_algorithm_selector_cache`` returns a proxy whose
-call does this), a rank looks the key up (this process, the group's store, the shared
-directory, Redis: engines.py); a follower (group rank > 0) that finds none waits for its
-leader's (bounded: engines.wait). Then, in the selector's choice filter:
-
-- **decided**: the decided choice is kept alone (an extern: a sole choice, run as is; a
-  template: the selector adds the op's reference and checks the template against it, or the
-  offered externs stay where the op has no reference), and it is benchmarked now (no deferred
-  multi-template), so it wins iff it passed its check here;
-- **dropped**: the decision names a choice not offered here, or it failed its check: the op
-  is selected again with every choice (the first pick is dead code Inductor removes), i.e.
-  autotuned here; its record notes why;
-- **tuned**: no decision: autotuned here as without a fleet.
-
-Every op a rank runs is a choice it checked itself (or the extern reference). Each op that
-ends with a checked winner publishes its decision (events.listeners) to the other engines,
-and gives one "fleet" event (:func:`fleet_events`, the report).
+Under ``fleet`` settings (with ``verify``) each verified GEMM op has a **decision key**
+(:func:`decision_key`: op, input and output layouts, device model, SM counts, torch and
+Triton versions, Inductor's GEMM backends and search space, ``settings_key``; no device
+index) and a **decision**: the winner's :func:`identity` and who tuned it. Before Inductor's
+selector runs (``get_algorithm_selector_cache`` returns a proxy), a rank looks the key up
+(this process, then engines.py); a follower that finds none waits for its leader's
+(bounded). The choice filter (:func:`choose`) then keeps the decided choice alone (the
+selector adds the op's reference and checks it against it; benchmarked now, not deferred),
+so it wins iff it passed here; a decision that names a choice not offered here, or fails
+its check, is **dropped**: the op is selected again with every choice (the first pick is
+dead code Inductor removes). Every op that ends with a checked winner publishes its
+decision (events.listeners) and one "fleet" event (:func:`fleet_events`, the report).
 """
 
 from __future__ import annotations
@@ -36,8 +22,10 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -82,9 +70,7 @@ class _Op:
 
     @property
     def role(self) -> str:
-        if not self.group.coordinated:
-            return NONE
-        return LEADER if self.group.leader else FOLLOWER
+        return (LEADER if self.group.leader else FOLLOWER) if self.group.coordinated else NONE
 
 
 _CTX: contextvars.ContextVar[_Op | None] = contextvars.ContextVar("iso_fleet_op", default=None)
@@ -95,9 +81,8 @@ _lock = threading.Lock()
 
 
 def fleet_events() -> list[dict[str, Any]]:
-    """The 'fleet' events of this process (oldest first): per op selected under fleet
-    settings, whether it was decided elsewhere (by which rank, from which engine), tuned
-    here, or its decision dropped here, and how long this rank waited."""
+    """The 'fleet' events of this process (oldest first): per op, decided elsewhere (by
+    whom, from where), tuned here, or its decision dropped here; how long this rank waited."""
     with _lock:
         return [dict(event) for event in _events]
 
@@ -110,46 +95,28 @@ def clear_fleet_events() -> None:
 def forget() -> None:
     """Forget this process's decisions, pending ops and stall marks (tests)."""
     with _lock:
-        _known.clear()
-        _pending.clear()
+        _known.clear(), _pending.clear()
     engines.forget()
-
-
-# --- keys and identities -------------------------------------------------------------------
 
 
 def _layout_of(node: Any) -> list[Any]:
     from torch._inductor.ir import Layout
 
-    parts: list[Any] = []
     try:
         layout = node if isinstance(node, Layout) else node.get_layout()
     except Exception:
         return ["?"]
-    for field in ("dtype", "size", "stride", "offset"):
-        value = getattr(layout, field, "?")
-        parts.append([str(v) for v in value] if isinstance(value, (list, tuple)) else str(value))
-    return parts
+    values = [getattr(layout, field, "?") for field in ("dtype", "size", "stride", "offset")]
+    return [[str(v) for v in x] if isinstance(x, (list, tuple)) else str(x) for x in values]
 
 
 def _processor() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def _version(module: str) -> str | None:
-    try:
-        return str(__import__(module).__version__)
-    except Exception:
-        return None
+            return next(line.split(":", 1)[1].strip() for line in file
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
 
 
 def decision_key(name: str, input_nodes: Any, layout: Any, settings: Settings) -> str:
@@ -159,18 +126,15 @@ def decision_key(name: str, input_nodes: Any, layout: Any, settings: Settings) -
     import torch._inductor.config as config
 
     device = getattr(layout, "device", None)
-    if getattr(device, "type", "cpu") == "cpu":
-        where: dict[str, Any] = {"type": "cpu", "name": _processor(),
-                                 "threads": torch.get_num_threads()}
-    else:
-        where = device_info(settings, str(device))
+    where = device_info(settings, str(device)) if getattr(device, "type", "cpu") != "cpu" \
+        else {"type": "cpu", "name": _processor(), "threads": torch.get_num_threads()}
     parts = {"op": name, "inputs": [_layout_of(n) for n in input_nodes or ()],
              "output": _layout_of(layout), "device": where, "torch": torch.__version__,
-             "triton": _version("triton"), "settings": settings_key(settings),
+             "triton": getattr(sys.modules.get("triton"), "__version__", None),
+             "settings": settings_key(settings),
              "backends": str(getattr(config, "max_autotune_gemm_backends", "")),
              "space": str(getattr(config, "max_autotune_gemm_search_space", ""))}
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
 
 def identity(choice: Any) -> str:
@@ -192,11 +156,8 @@ def _me() -> dict[str, Any]:
 
 def _who(decision: dict[str, Any]) -> str:
     by = decision.get("by") or {}
-    rank = by.get("rank")
-    return f"rank {rank}" if rank is not None else f"pid {by.get('pid')} on {by.get('host')}"
-
-
-# --- before the selector: look up, wait --------------------------------------------------
+    return f"rank {by['rank']}" if by.get("rank") is not None else \
+        f"pid {by.get('pid')} on {by.get('host')}"
 
 
 def _open(name: str, call: dict[str, Any], settings: Settings) -> _Op | None:
@@ -207,11 +168,9 @@ def _open(name: str, call: dict[str, Any], settings: Settings) -> _Op | None:
         log.debug("fleet: no decision key", exc_info=True)
         return None
     with _lock:
-        known = _known.get(key)
-    if known is not None:
-        op.decision, op.source = known[0], HERE
-        return op
-    op.decision, op.source = engines.lookup(op.group, key)
+        op.decision, op.source = _known.get(key) or (None, None)
+    if op.decision is None:
+        op.decision, op.source = engines.lookup(op.group, key)
     if op.decision is None and op.role == FOLLOWER:
         bound = engines.wait_bound(settings.fleet_timeout_s)
         op.decision, op.wait_end, op.waited_s = engines.wait(op.group, key, bound)
@@ -225,10 +184,9 @@ def _select(cache: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
     settings = state.current()
     if settings is None or settings.fleet is None or not settings.verify:
         return cache(*args, **kwargs)
-    call = dict(zip(("name", "choices", "input_nodes", "layout"), args, strict=False))
-    call.update(kwargs)
-    op = _open(str(call.get("name")), call, settings) if call.get("name") in VERIFIED_OPS \
-        else None
+    call = {**dict(zip(("name", "choices", "input_nodes", "layout"), args, strict=False)),
+            **kwargs}
+    op = _open(str(call["name"]), call, settings) if call.get("name") in VERIFIED_OPS else None
     if op is None:
         return cache(*args, **kwargs)
     token = _CTX.set(op)
@@ -249,13 +207,6 @@ class _Selector(wrapt.ObjectProxy):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _select(self.__wrapped__, args, kwargs)
-
-
-def _get_cache(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    return _Selector(wrapped(*args, **kwargs))
-
-
-# --- in the selector: narrow to the decided choice ---------------------------------------
 
 
 def choose(record: Any, choices: list[Any]) -> list[Any]:
@@ -287,13 +238,9 @@ def choose(record: Any, choices: list[Any]) -> list[Any]:
     record.note(f"fleet: {choice_name(chosen)} decided by {who} ({op.source}), checked here")
     if is_reference(chosen):
         return [chosen]  # the extern itself: a sole choice
-    call = op.call
-    if reference_for(record.name, call.get("input_nodes"), call.get("layout")) is not None:
+    if reference_for(record.name, op.call.get("input_nodes"), op.call.get("layout")):
         return [chosen]  # the selector adds the reference and checks the template
     return [chosen, *(c for c in choices if is_reference(c) and c is not chosen)]
-
-
-# --- after the op: settle, publish, record -----------------------------------------------
 
 
 def _on_event(event: dict[str, Any]) -> None:
@@ -325,22 +272,16 @@ def _settle(op: _Op, event: dict[str, Any]) -> None:
             outcome = DROPPED  # settled later (deferred): the reference stood in
     else:
         outcome = DROPPED if op.dropped else TUNED
-    decision = op.decision if outcome == DECIDED else None
+    decision, source = (op.decision, op.source) if outcome == DECIDED else (None, HERE)
     if checked:
         decision = decision or {"choice": op.identities[str(winner)], "name": winner,
                                 "op": op.name, "by": _me(), "at": round(time.time(), 3)}
         with _lock:
-            _known[op.key] = (decision, op.source if outcome == DECIDED else HERE)
-        engines.publish(op.group, op.key, decision,
-                        op.source if outcome == DECIDED else None)
-    _record(op, outcome, decision, winner)
-
-
-def _record(op: _Op, outcome: str, decision: dict[str, Any] | None, winner: Any) -> None:
-    group = op.group
-    by = (decision or {}).get("by") or {}
-    event = {"event": "fleet", "scope": group.scope, "group": group.name, "role": op.role,
-             "rank": _me()["rank"], "group_rank": group.rank, "leader": group.leader_name,
+            _known[op.key] = (decision, source)
+        engines.publish(op.group, op.key, decision, source)
+    group, by = op.group, (decision or {}).get("by") or {}
+    fleet = {"event": "fleet", "scope": group.scope, "group": group.name, "role": op.role,
+             "rank": _me()["rank"], "leader": group.leader_name,
              "store": group.store_kind or None, "op": op.name, "key": op.key,
              "outcome": outcome, "winner": winner,
              "source": op.source if outcome == DECIDED else None,
@@ -348,9 +289,9 @@ def _record(op: _Op, outcome: str, decision: dict[str, Any] | None, winner: Any)
              "wait_end": op.wait_end, "waited_s": round(op.waited_s, 3),
              "detail": op.dropped or (group.why_alone or ""), "at": round(time.time(), 3)}
     with _lock:
-        _events.append(event)
+        _events.append(fleet)
         del _events[:-MAX_EVENTS]
-    events.publish(op.settings, event)
+    events.publish(op.settings, fleet)
 
 
 def build_patches(plan: Any) -> list[Any]:
@@ -361,6 +302,6 @@ def build_patches(plan: Any) -> list[Any]:
     if getter is None:  # torch < 2.9: no decisions (every op is tuned here)
         return []
     return [Patch(selector, "get_algorithm_selector_cache",
-                  wrapt.FunctionWrapper(getter, _get_cache)),
+                  wrapt.FunctionWrapper(getter, lambda w, i, a, k: _Selector(w(*a, **k)))),
             Append(records, "choice_filters", choose),
             Append(events, "listeners", _on_event)]

@@ -1,18 +1,14 @@
-"""Where decisions are kept, and the follower's bounded wait for its leader's.
+"""Where decisions are kept, and a follower's bounded wait for its leader's.
 
-Three engines, each a JSON text per decision key (fleet/decisions.py):
-
-- the group's torch store (group.py: torchrun's agent store or the default process group's),
-  for the ranks of one job attempt: ``decision/<key>``; the leader counts what it published in
-  ``made`` (a follower's stall rule reads it);
-- a directory under Inductor's cache dir (``TORCHINDUCTOR_CACHE_DIR``, default
-  ``/tmp/torchinductor_$USER``): ``iso_decisions/<key[:2]>/<key>.json``, written atomically;
-  shared by the ranks of a node and kept for a later job;
-- Redis, when torch's remote-cache variables name a server (``TORCHINDUCTOR_REDIS_URL``, or
-  ``TORCHINDUCTOR_REDIS_HOST``/``_PORT``): ``inductor_sm_override:decision:<key>``.
-
-Nothing here raises: an engine that fails reads as "no decision" (and a broken Redis is not
-asked again in this process); an error only ends a wait.
+One JSON text per decision key (fleet/decisions.py) in each of: the group's torch store
+(group.py), for the ranks of one job attempt (``decision/<key>``; the leader counts what it
+published in ``made``, which the stall rule reads); a directory under Inductor's cache dir
+(``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``:
+``iso_decisions/<key[:2]>/<key>.json``, replaced atomically), shared by the ranks of a node
+and kept for later jobs; Redis, through torch's own client on the variables its remote
+caches read (``TORCHINDUCTOR_REDIS_URL`` or ``_HOST``/``_PORT``, used when one is set):
+``inductor_sm_override:decision:<key>``. Nothing here raises: a failing engine reads as
+"no decision", an error only ends a wait.
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ import os
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .group import Group
@@ -33,9 +30,10 @@ STORE, DIR, REDIS = "the job's store", "the shared directory", "Redis"
 MADE = "made"
 POLL_S = 0.1
 WAIT_SHARE = 0.5  # a wait lasts at most this share of the process group's timeout
-REDIS_TIMEOUT_S = 5.0
+REDIS_VARS = ("TORCHINDUCTOR_REDIS_URL", "TORCHINDUCTOR_REDIS_HOST", "TORCHINDUCTOR_REDIS_PORT")
+REDIS_KEY = "inductor_sm_override:decision:"
 FOUND, TIMEOUT, STALLED, STORE_ERROR = "found", "timeout", "stalled", "store_error"
-_redis: dict[str, Any] = {}
+_redis_clients: dict[tuple[str | None, ...], Any] = {}
 _stalls: dict[str, int] = {}  # group name -> the leader's count when a wait last timed out
 _lock = threading.Lock()
 
@@ -55,95 +53,62 @@ def _path(key: str) -> str:
     return os.path.join(cache_dir(), "iso_decisions", key[:2], f"{key}.json")
 
 
-def _client() -> Any:
-    """A Redis client on torch's remote-cache variables, None without them (or broken)."""
-    env = os.environ
-    where = env.get("TORCHINDUCTOR_REDIS_URL") or (
-        f"{env.get('TORCHINDUCTOR_REDIS_HOST', 'localhost')}:"
-        f"{env.get('TORCHINDUCTOR_REDIS_PORT', '6379')}")
-    if not any(k in env for k in ("TORCHINDUCTOR_REDIS_URL", "TORCHINDUCTOR_REDIS_HOST",
-                                  "TORCHINDUCTOR_REDIS_PORT")):
+def _redis() -> Any:
+    """torch's Redis client (``RedisRemoteCacheBackend``) where a variable names a server."""
+    where = tuple(os.environ.get(k) for k in REDIS_VARS)
+    if not any(where):
         return None
     with _lock:
-        if where not in _redis:
+        if where not in _redis_clients:
             try:
-                import redis
+                from torch._inductor.remote_cache import RedisRemoteCacheBackend
 
-                limits = {"socket_timeout": REDIS_TIMEOUT_S,
-                          "socket_connect_timeout": REDIS_TIMEOUT_S}
-                url = env.get("TORCHINDUCTOR_REDIS_URL")
-                host, _, port = where.rpartition(":")
-                _redis[where] = redis.Redis.from_url(url, **limits) if url else \
-                    redis.Redis(host=host, port=int(port), **limits)
-            except Exception:
-                log.debug("fleet: no Redis client", exc_info=True)
-                _redis[where] = None
-        return _redis[where]
-
-
-def _broken(client: Any) -> None:
-    with _lock:
-        for where, known in list(_redis.items()):
-            if known is client:
-                _redis[where] = None
+                _redis_clients[where] = RedisRemoteCacheBackend("inductor_sm_override")
+            except Exception:  # no redis package
+                _redis_clients[where] = None
+        return _redis_clients[where]
 
 
 def lookup(group: Group, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """(decision, the engine it came from): the group's store, the directory, Redis."""
-    if group.coordinated:
+    readers = [(STORE, lambda: group.store.get(f"decision/{key}")
+                if group.store.check([f"decision/{key}"]) else None)] \
+        if group.coordinated else []
+    readers += [(DIR, lambda: Path(_path(key)).read_text(encoding="utf-8")),
+                (REDIS, lambda: _redis() and _redis().get(REDIS_KEY + key))]
+    for engine, read in readers:
         try:
-            if group.store.check([f"decision/{key}"]):
-                found = parse(group.store.get(f"decision/{key}"))
-                if found is not None:
-                    return found, STORE
-        except Exception:
-            log.debug("fleet: store lookup failed", exc_info=True)
-    try:
-        with open(_path(key), encoding="utf-8") as file:
-            found = parse(file.read())
+            found = parse(read())
+        except Exception:  # absent, unreadable or unreachable: no decision from it
+            continue
         if found is not None:
-            return found, DIR
-    except (OSError, ImportError):
-        pass
-    client = _client()
-    if client is not None:
-        try:
-            found = parse(client.get(f"inductor_sm_override:decision:{key}"))
-            if found is not None:
-                return found, REDIS
-        except Exception:
-            log.debug("fleet: Redis lookup failed", exc_info=True)
-            _broken(client)
+            return found, engine
     return None, None
+
+
+def _replace(path: str, text: str) -> None:
+    """Write ``path`` so that readers see the old file or the new one, never half."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(tmp, path)
 
 
 def publish(group: Group, key: str, decision: dict[str, Any], skip: str | None) -> None:
     """Write ``decision`` to every engine but ``skip`` (where it came from)."""
     text = json.dumps(decision, sort_keys=True)
-    if skip != DIR:
-        try:
-            path = _path(key)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text)
-            os.replace(tmp, path)  # readers see the old file or the new one, never half
-        except Exception:
-            log.debug("fleet: directory write failed", exc_info=True)
-    client = _client() if skip != REDIS else None
-    if client is not None:
-        try:
-            client.set(f"inductor_sm_override:decision:{key}", text)
-        except Exception:
-            log.debug("fleet: Redis write failed", exc_info=True)
-            _broken(client)
-    if group.coordinated and skip != STORE:
-        try:
-            group.store.set(f"decision/{key}", text)
-            if group.leader:
-                group.store.add(MADE, 1)
-        except Exception:
-            log.debug("fleet: store write failed", exc_info=True)
+    writers = [(DIR, lambda: _replace(_path(key), text)),
+               (REDIS, lambda: _redis() and _redis().put(REDIS_KEY + key, text.encode()))]
+    if group.coordinated:
+        writers.append((STORE, lambda: (group.store.set(f"decision/{key}", text),
+                                        group.leader and group.store.add(MADE, 1))))
+    for engine, write in writers:
+        if engine != skip:
+            try:
+                write()
+            except Exception:
+                log.debug("fleet: writing to %s failed", engine, exc_info=True)
 
 
 def pg_timeout_s() -> float:
@@ -204,4 +169,4 @@ def forget() -> None:
     """Drop stall marks and Redis clients (tests)."""
     with _lock:
         _stalls.clear()
-        _redis.clear()
+        _redis_clients.clear()

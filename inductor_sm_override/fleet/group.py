@@ -1,25 +1,16 @@
-"""Who leads a fleet's compiles, and through which of torch's stores the ranks talk.
+"""Which ranks share a fleet leader, and through which of torch's stores they talk.
 
-A group is the ranks that share one compile leader: the whole job (``fleet="job"``: the
-leader is global rank 0) or one node (``fleet="node"``: local rank 0 of each node). Ranks
-come from the launcher's variables (torchrun: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
-``LOCAL_WORLD_SIZE``, ``GROUP_RANK``; SLURM: ``SLURM_PROCID``, ``SLURM_LOCALID``,
-``SLURM_NODEID``), else from the default process group.
-
-The store is torch's own, in this order:
-
-1. under torchrun (``TORCHELASTIC_USE_AGENT_STORE=True``): the agent's TCPStore, reached
-   as torch's ``env://`` rendezvous reaches it (``torch.distributed.rendezvous``: a client
-   of the store torchrun already runs). It exists before ``init_process_group``, so a
-   compile that runs before it (or in a job that never calls it) still coordinates;
-2. else, once ``init_process_group`` has run: the default process group's store
-   (``distributed_c10d._get_default_store()``, in torch 2.11 and 2.13);
-3. else none: this rank compiles by itself, and its fleet event says why. It never waits.
-
-Keys go under ``torch.distributed.PrefixStore("inductor_sm_override/fleet/<run>/<group>")``
-(``<run>``: torchrun's run id and restart count, so a restarted job never reads the keys
-of an earlier attempt). This module never raises: a store that cannot be reached is a
-reason, not an error.
+A group is the whole job (``fleet="job"``: the leader is global rank 0) or one node
+(``fleet="node"``: local rank 0 of each node). Ranks come from the launcher's variables
+(torchrun: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``GROUP_RANK``;
+SLURM: ``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NODEID``), else the default process group.
+The store is torch's own: under torchrun (``TORCHELASTIC_USE_AGENT_STORE=True``) the agent's
+TCPStore, reached as torch's ``env://`` rendezvous reaches it (it exists before
+``init_process_group``); else, once that has run, the default process group's store
+(``distributed_c10d._get_default_store()``, 2.11 and 2.13); else none: the rank works alone
+and its fleet events say why. Keys go under ``PrefixStore("inductor_sm_override/fleet/<run>/
+<group>")`` (``<run>``: torchrun's run id and restart count: a restarted job never reads an
+earlier attempt's keys). Nothing here raises: an unreachable store is a reason, not an error.
 """
 
 from __future__ import annotations
@@ -105,32 +96,20 @@ def _run_id(environ: Mapping[str, str]) -> str:
     return f"{run}.{environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
 
 
-def _agent_store(dist: Any) -> Any:
-    """A client of torchrun's agent store, made by torch's env:// rendezvous."""
-    timeout = datetime.timedelta(seconds=CONNECT_TIMEOUT_S)
-    store, _rank, _size = next(dist.rendezvous("env://", timeout=timeout))
-    return store
-
-
-def _default_store(dist: Any) -> Any:
-    from torch.distributed import distributed_c10d
-
-    return distributed_c10d._get_default_store()
-
-
 def _find_store(environ: Mapping[str, str]) -> tuple[Any, str, str | None]:
     """(store, which, why none)."""
     dist = _dist()
     if dist is None:
         return None, "", "torch.distributed is not available in this build"
     if environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and environ.get("MASTER_ADDR"):
-        try:
-            return _agent_store(dist), AGENT_STORE, None
+        try:  # a client of torchrun's agent store, made by torch's env:// rendezvous
+            timeout = datetime.timedelta(seconds=CONNECT_TIMEOUT_S)
+            return next(dist.rendezvous("env://", timeout=timeout))[0], AGENT_STORE, None
         except Exception as exc:
             return None, "", f"torchrun's agent store unreachable ({type(exc).__name__}: {exc})"
     if dist.is_initialized():
         try:
-            return _default_store(dist), DEFAULT_STORE, None
+            return dist.distributed_c10d._get_default_store(), DEFAULT_STORE, None
         except Exception as exc:
             return None, "", f"no default store ({type(exc).__name__}: {exc})"
     return None, "", ("no store: not under torchrun, and this compile ran before "
@@ -149,19 +128,14 @@ def group_for(scope: str, environ: Mapping[str, str] | None = None) -> Group:
     key = (os.getpid(), scope)
     with _lock:
         found = _groups.get(key)
-        if found is not None and _still_valid(found):
+        dist = _dist()
+        if found is not None and (found.store_kind != DEFAULT_STORE or (
+                dist is not None and dist.is_initialized())):  # destroy_process_group: again
             return found
         group = _make(scope, environ)
         if group.store is not None:
             _groups[key] = group
         return group
-
-
-def _still_valid(group: Group) -> bool:
-    if group.store_kind != DEFAULT_STORE:
-        return True
-    dist = _dist()
-    return dist is not None and dist.is_initialized()  # destroy_process_group: look again
 
 
 def _make(scope: str, environ: Mapping[str, str]) -> Group:
