@@ -35,12 +35,17 @@ class FusableTemplate(TritonTemplateCaller):
     the unfused check) and whose fused kernel (template + epilogue) may be wrong."""
 
     def __init__(self, name: str, input_nodes: list, layout: Any, *, ms: float = 0.5,
-                 fused_wrong: bool = False) -> None:
+                 fused_wrong: bool = False, fused_flip: bool = False,
+                 mask_wrong: bool = False) -> None:
         ir.ChoiceCaller.__init__(self, name, input_nodes, layout,
                                  description="BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, "
                                  "num_stages=2, num_warps=4")
         self.make_kernel_render = object()  # what the buffer holds once this is chosen
         self.ms, self.fused_wrong = ms, fused_wrong
+        # fused kernel with a relu mask: ``fused_flip`` computes the GEMM a hair off (within
+        # tolerance), so the mask flips where the value is nearest 0; ``mask_wrong``
+        # thresholds at 0.5 instead of 0
+        self.fused_flip, self.mask_wrong = fused_flip, mask_wrong
         self.hint_override = None
         self.allowed_prologue_inps = set()
 
@@ -95,7 +100,14 @@ class Module:
         self.specs, self.fn = specs, fn
 
     def get_args(self) -> list[torch.Tensor]:
-        return [torch.randn(size) for _name, size in self.specs]
+        """Random arguments as ``rand_strided`` makes them (strides kept; integers zero)."""
+        out = []
+        for _name, size, *rest in self.specs:
+            stride = rest[0] if rest else None
+            dtype = rest[1] if len(rest) > 1 else torch.float32
+            t = torch.empty_strided(size, stride or torch.empty(size).stride(), dtype=dtype)
+            out.append(t.normal_() if dtype.is_floating_point else t.zero_())
+        return out
 
     def call(self, args: list[torch.Tensor]) -> None:
         self.fn(*args)
@@ -118,9 +130,9 @@ class FakeScheduler:
     ``compile_kernel`` and ``_any_atomic_add``."""
 
     def __init__(self, a: str, b: str, bias: str, out: str, size: int,
-                 atomic: bool = False) -> None:
+                 atomic: bool = False, pad: int = 0, mask: str | None = None) -> None:
         self.a, self.b, self.bias, self.out, self.size = a, b, bias, out, size
-        self.atomic = atomic
+        self.atomic, self.pad, self.mask = atomic, pad, mask  # mask: relu + mask epilogue
         self.compiled: list[list[str]] = []
 
     def _any_atomic_add(self, nodes: list[Any]) -> bool:
@@ -153,31 +165,45 @@ class FakeScheduler:
         self.compiled.append([n.get_name() for n in nodes])
         n, template = self.size, next((x.template for x in nodes if x.is_template()), None)
         square = [n, n]
+        a_spec, b_spec = (self.a, square, [n + self.pad, 1]), (self.b, square, [n + self.pad, 1])
+        outs = [self.out] + ([self.mask] if self.mask else [])
+        out_specs = [(self.out, square)] + ([(self.mask, square, None, torch.bool)]
+                                            if self.mask else [])
+
+        def epilogue_of(y, out, mask=None, threshold=0.0):
+            if mask is None:
+                out.copy_(torch.nn.functional.gelu(y))
+            else:
+                out.copy_(torch.relu(y))
+                mask.copy_(y > threshold)
+
         if template is not None and len(nodes) > 1:  # template + epilogue, one kernel
             choice = _swapped_choice(template)
-            shift = 1.0 if choice.fused_wrong else 0.0
 
-            def fused(a, b, bias, out):
-                out.copy_(torch.nn.functional.gelu(a @ b + bias) + shift)
+            def fused(a, b, bias, *written):
+                y = a @ b + bias + (1.0 if choice.fused_wrong else 0.0)
+                if choice.fused_flip:  # the value nearest 0 a hair to the other side
+                    flat = y.view(-1)
+                    index = flat.abs().argmin()
+                    flat[index] = -flat[index]
+                epilogue_of(y, *written, threshold=0.5 if choice.mask_wrong else 0.0)
 
-            kernel = FakeKernel([self.a, self.b, self.bias], [self.out])
-            module = Module([(self.a, square), (self.b, square), (self.bias, [n]),
-                             (self.out, square)], fused)
+            kernel = FakeKernel([self.a, self.b, self.bias], outs)
+            module = Module([a_spec, b_spec, (self.bias, [n]), *out_specs], fused)
         elif template is not None:  # the template alone
             def alone(a, b, out):
                 out.copy_(a @ b)
 
             kernel = FakeKernel([self.a, self.b], [template.get_name()])
-            module = Module([(self.a, square), (self.b, square),
-                             (template.get_name(), square)], alone)
+            module = Module([a_spec, b_spec, (template.get_name(), square)], alone)
         else:  # the epilogue alone, reading the template's buffer
             source = next(iter(nodes)).reads
 
-            def epilogue(t, bias, out):
-                out.copy_(torch.nn.functional.gelu(t + bias))
+            def epilogue(t, bias, *written):
+                epilogue_of(t + bias, *written)
 
-            kernel = FakeKernel([source, self.bias], [self.out])
-            module = Module([(source, square), (self.bias, [n]), (self.out, square)], epilogue)
+            kernel = FakeKernel([source, self.bias], outs)
+            module = Module([(source, square), (self.bias, [n]), *out_specs], epilogue)
         fusion._note_kernel_args(lambda: None, kernel, (), {})  # the codegen hook
         return None, module
 

@@ -124,10 +124,12 @@ def boxed(*nodes: Any) -> list:
 
 
 @contextlib.contextmanager
-def lowering(size: int = 16, offset: int = 0, dtype: Any = torch.float32, cpp: bool = False):
+def lowering(size: int = 16, offset: int = 0, dtype: Any = torch.float32, cpp: bool = False,
+             pad: int = 0):
     """A graph handler and mm inputs/layout: yields (a, b, layout). ``cpp``: keep the C++
     CPU backend (subgraph choices compile their graph with it) instead of the Triton one
-    that lets the CPU take the deferred (multi-template) path."""
+    that lets the CPU take the deferred (multi-template) path; ``pad``: the inputs' rows
+    padded by that many elements (stride ``size + pad``)."""
     from torch._inductor.debug import DebugContext
 
     gm = torch.fx.symbolic_trace(lambda x: x + 1)
@@ -136,8 +138,9 @@ def lowering(size: int = 16, offset: int = 0, dtype: Any = torch.float32, cpp: b
     backend = "cpp" if cpp else "triton"
     with V.set_graph_handler(graph), V.set_debug_handler(DebugContext()), \
             config.patch(max_autotune=True, cpu_backend=backend):
-        a = ir.InputBuffer(name="a", layout=ir.FixedLayout(cpu, dtype, [size, size]))
-        b = ir.InputBuffer(name="b", layout=ir.FixedLayout(cpu, dtype, [size, size]))
+        stride = [size + pad, 1]
+        a = ir.InputBuffer(name="a", layout=ir.FixedLayout(cpu, dtype, [size, size], stride))
+        b = ir.InputBuffer(name="b", layout=ir.FixedLayout(cpu, dtype, [size, size], stride))
         layout = ir.FixedLayout(cpu, dtype, [size, size], offset=offset)
         yield a, b, layout
 

@@ -43,10 +43,11 @@ def _harness(monkeypatch):
         yield
 
 
-def _deferred_gemm(choices_for, **settings):
+def _deferred_gemm(choices_for, size=16, pad=0, mask=False, **settings):
     """An mm deferred as a MultiTemplateBuffer (verified unfused), a GELU(+bias) epilogue
-    node after it, and the scheduler about to decide their fusion."""
-    lower = lowering()
+    node after it (``mask``: relu(+bias) and a bool ``> 0`` mask, two outputs), and the
+    scheduler about to decide their fusion. ``pad``: the GEMM inputs' rows padded."""
+    lower = lowering(size=size, pad=pad)
     a, b, layout = lower.__enter__()
     block = iso.override(**settings)
     block.__enter__()
@@ -54,12 +55,15 @@ def _deferred_gemm(choices_for, **settings):
     node = select("mm", [extern(a, b, layout), *choices], a, b, layout, deferred=True)
     run_deferred(node)  # the scheduler-time autotuning: unfused checks
     multi = node.data.data
-    bias = ir.InputBuffer(name="bias", layout=ir.FixedLayout(layout.device, layout.dtype, [16]))
+    bias = ir.InputBuffer(name="bias", layout=ir.FixedLayout(layout.device, layout.dtype, [size]))
     out = ir.InputBuffer(name="buf_gelu", layout=layout)
-    register_names(a, b, bias, out)
+    flags = ir.InputBuffer(name="buf_mask", layout=ir.FixedLayout(layout.device, torch.bool,
+                                                                   [size, size]))
+    register_names(a, b, bias, out, flags)
     epilogue = SNode("gelu")
     epilogue.reads = multi.get_name()
-    scheduler = FakeScheduler("a", "b", "bias", "buf_gelu", 16)
+    scheduler = FakeScheduler("a", "b", "bias", "buf_gelu", size, pad=pad,
+                              mask="buf_mask" if mask else None)
 
     def close():
         block.__exit__(None, None, None)
@@ -204,3 +208,63 @@ def test_fused_fault_injection_is_undone():
         assert corrupted == []
     assert (vars(SIMDScheduling)["generate_kernel_code_from_nodes"],
             vars(TritonScheduling)["define_kernel"]) == before
+
+
+# --- issue 27: padded buffers, bool outputs near the threshold ------------------------------
+
+def test_a_padded_fusion_is_checked_and_kept_when_correct():
+    """The kernel arguments keep their padded strides through the check (a dense ``.clone()``
+    made ``as_strided`` for the extern's inputs fail, and every such fusion was declined)."""
+    with torch._inductor.config.patch(comprehensive_padding=True, disable_padding_cpu=False):
+        scheduler, node1, node2, multi, (good,), close = _deferred_gemm(
+            lambda a, b, layout: [FusableTemplate("tmpl_good", [a, b], layout, ms=0.01)],
+            pad=4, verify=True)
+        try:
+            assert decided(scheduler.speedup_by_fusion(node1, node2)) is True, _checks()
+            assert multi.make_kernel_render is good.make_kernel_render
+        finally:
+            close()
+    (check,) = _checks()
+    assert check["passed"] is True and check["compared"] == ["buf_gelu"]
+
+
+def test_a_padded_wrong_fusion_is_still_declined():
+    scheduler, node1, node2, _multi, _choices, close = _deferred_gemm(
+        lambda a, b, layout: [FusableTemplate("tmpl_bad", [a, b], layout, ms=1e-6,
+                                              fused_wrong=True)], pad=4, verify=True)
+    try:
+        assert decided(scheduler.speedup_by_fusion(node1, node2)) is False
+    finally:
+        close()
+    (check,) = _checks()
+    assert check["reason"].startswith("mismatch vs extern mm + unfused kernels in buf_gelu")
+
+
+def test_a_mask_flipped_where_the_gemm_is_within_tolerance_of_zero_keeps_the_fusion():
+    """A relu mask saved for the backward: the fused kernel's GEMM value nearest 0 lands on
+    the other side (a difference the unfused check accepts). Compared exactly, such fusions
+    were declined at random; the shifted reference runs allow exactly those flips."""
+    scheduler, node1, node2, _multi, (_good,), close = _deferred_gemm(
+        lambda a, b, layout: [FusableTemplate("tmpl_flip", [a, b], layout, ms=0.01,
+                                              fused_flip=True)], size=64, mask=True,
+        verify=True)
+    try:
+        assert decided(scheduler.speedup_by_fusion(node1, node2)) is True, _checks()
+    finally:
+        close()
+    (check,) = _checks()
+    assert check["passed"] is True and sorted(check["compared"]) == ["buf_gelu", "buf_mask"]
+    assert check["max_abs"] == 1.0  # one mask element did flip
+
+
+def test_a_wrong_mask_declines_the_fusion():
+    scheduler, node1, node2, _multi, _choices, close = _deferred_gemm(
+        lambda a, b, layout: [FusableTemplate("tmpl_mask", [a, b], layout, ms=0.01,
+                                              mask_wrong=True)], size=64, mask=True,
+        verify=True)
+    try:
+        assert decided(scheduler.speedup_by_fusion(node1, node2)) is False
+    finally:
+        close()
+    (check,) = _checks()
+    assert check["reason"].startswith("mismatch vs extern mm + unfused kernels in buf_mask")

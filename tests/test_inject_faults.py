@@ -85,3 +85,82 @@ def test_the_warning_can_be_made_an_error():
         warnings.simplefilter("error", NoFaultInjectedWarning)
         with pytest.raises(NoFaultInjectedWarning), inject_faults("triton"):
             _autotune("cpp_CppMicroGemmFP32Vec_0")
+
+
+# --- issue 27: the fault kinds of fused (Triton, source-level) kernels ---------------------
+
+FUSED_SOURCE = '''@triton.jit
+def triton_tem_fused_addmm_gelu_0(in_ptr0, arg_A, arg_B, out_ptr1):
+    EVEN_K : tl.constexpr = True
+    A = arg_A
+    B = arg_B
+
+    M = 64
+    N = 64
+    K = 64
+    for k_idx in range(0, tl.cdiv(K, BLOCK_K)):
+        acc += tl.dot(a, b, allow_tf32=ALLOW_TF32, out_dtype=ACC_TYPE)
+
+    idx_m = rm[:, None]
+    idx_n = rn[None, :]
+    mask = (idx_m < M) & (idx_n < N)
+    xindex = idx_n + 64*idx_m
+    tmp0 = tl.load(in_ptr0 + (tl.broadcast_to(idx_n, acc.shape)), mask)
+    tmp1 = acc + tmp0
+    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), tmp1, mask)
+'''
+
+
+def _changed(kind: str, source: str = FUSED_SOURCE) -> list[tuple[str, str]]:
+    from inductor_sm_override.testing import FUSED_FAULT_MARK, corrupt_fused
+
+    new = corrupt_fused(source, kind).splitlines()
+    assert any(line.endswith(FUSED_FAULT_MARK) for line in new) or new == source.splitlines()
+    old = source.splitlines()
+    return [(o, n.replace(f"  {FUSED_FAULT_MARK}", "")) for o, n in zip(old, new, strict=False)
+            if o != n] + [("", n) for n in new[len(old):]]
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("wrong", [("    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), tmp1, mask)",
+                "    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), (tmp1) * 1.5 + "
+                "1.0, mask)")]),
+    ("nan", [("    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), tmp1, mask)",
+              '    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), (tmp1) + '
+              'float("nan"), mask)')]),
+    ("epilogue", [("    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), tmp1, mask)",
+                   "    tl.store(out_ptr1 + (tl.broadcast_to(xindex, acc.shape)), acc, mask)")]),
+    ("swap", [("    A = arg_A", "    A = arg_B"), ("    B = arg_B", "    B = arg_A")]),
+    ("transpose", [("    idx_m = rm[:, None]", "    idx_m = rn[None, :]"),
+                   ("    idx_n = rn[None, :]", "    idx_n = rm[:, None]")]),
+    ("k_tail", [("    for k_idx in range(0, tl.cdiv(K, BLOCK_K)):",
+                 "    for k_idx in range(0, tl.cdiv(K, BLOCK_K) - 1):")]),
+])
+def test_each_fused_kind_changes_the_lines_it_names(kind, expected):
+    assert _changed(kind) == expected
+
+
+def test_a_raising_fused_kernel_does_not_compile():
+    changed = _changed("raise")
+    assert changed[0] == ("    EVEN_K : tl.constexpr = True",
+                          '    tl.static_assert(False, "injected fault")')
+    assert changed[1][1] == "    EVEN_K : tl.constexpr = True"
+
+
+def test_fused_kinds_that_do_not_apply_leave_the_source_alone():
+    from inductor_sm_override.testing import corrupt_fused
+
+    wide = FUSED_SOURCE.replace("    N = 64", "    N = 80")
+    assert corrupt_fused(wide, "swap") == wide  # non-square: exchanging pointers is unsafe
+    assert corrupt_fused(FUSED_SOURCE, "none") == FUSED_SOURCE
+    bmm = FUSED_SOURCE.replace("for k_idx in range(0, tl.cdiv(K, BLOCK_K)):",
+                               "for k in range(K, 0, -BLOCK_K):")
+    assert _changed("k_tail", bmm) == [("    for k in range(K, 0, -BLOCK_K):",
+                                        "    for k in range(K, BLOCK_K, -BLOCK_K):")]
+
+
+def test_inject_fused_faults_refuses_an_unknown_kind():
+    from inductor_sm_override.testing import inject_fused_faults
+
+    with pytest.raises(ValueError, match="kind='sideways'"), inject_fused_faults("sideways"):
+        pass

@@ -36,6 +36,7 @@ def test_verified_block_rejects_faulty_choice_and_compiles_right(cpu_model, mode
     for event, bad in zip(events, corrupted, strict=True):
         assert event["winner"] == "_mkl_linear"
         assert reason in event["rejected"][bad]
+        assert event["rejected_by"][bad] == ("crash" if mode == "raise" else "check")
         assert event["timings"][bad] is None
     torch.testing.assert_close(out, model(x))
 
@@ -48,6 +49,7 @@ def test_torch_verify_assertion_rejects_instead_of_aborting(cpu_model, monkeypat
     out, events, corrupted = _faulty_run(model, x, "wrong", verify=False)
     for event, bad in zip(events, corrupted, strict=True):
         assert event["rejected"][bad].startswith("AssertionError")
+        assert event["rejected_by"][bad] == "torch"  # torch's own VERIFY, not ours
         assert event["winner"] == "_mkl_linear"
     torch.testing.assert_close(out, model(x))
 
