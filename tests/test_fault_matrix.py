@@ -132,8 +132,8 @@ def test_the_mode_keyword_still_works_and_bad_kinds_are_refused():
 
 class Chain(torch.nn.Module):
     """Two GEMMs in a row, square (64 x 64 x 64) then not (64 x 64 x 80); ``op`` mm, addmm
-    (beta=0.5: freezing does not turn it into an MKL linear), bmm or linear (nn.Linear,
-    frozen into an MKL linear)."""
+    (beta=0.5: freezing does not turn it into an MKL linear), bmm or linear (nn.Linear
+    without bias: frozen into an MKL linear on the CPU, ``x @ W.T`` on a GPU)."""
 
     def __init__(self, op: str) -> None:
         super().__init__()
@@ -142,7 +142,8 @@ class Chain(torch.nn.Module):
             [torch.nn.Parameter(torch.randn(64, n) / 8) for n in (64, 80)])
         self.biases = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(n))
                                               for n in (64, 80)])
-        self.linears = torch.nn.ModuleList([torch.nn.Linear(64, n) for n in (64, 80)])
+        self.linears = torch.nn.ModuleList([torch.nn.Linear(64, n, bias=False)
+                                            for n in (64, 80)])
 
     def forward(self, x, *rest):
         for index, (w, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
@@ -208,6 +209,69 @@ def test_every_fault_kind_in_the_cpp_template_is_rejected_and_the_compile_is_rig
             assert event["rejected_by"][bad] == ("crash" if corrupted[bad] == "raise" else
                                                  "check")
         assert event["winner"] not in corrupted
+
+
+# --- the same on a GPU: Triton templates ----------------------------------------------------
+
+class Every(torch.nn.Module):
+    """Every op's :class:`Chain` in one graph (one GPU compile carries the whole matrix)."""
+
+    def __init__(self, ops: list[str]) -> None:
+        super().__init__()
+        self.chains = torch.nn.ModuleList([Chain(op) for op in ops])
+
+    def forward(self, *inputs):
+        outs, at = [], 0
+        for chain in self.chains:
+            count = len(chain.inputs())
+            outs.append(chain(*inputs[at:at + count]))
+            at += count
+        return outs
+
+    def inputs(self) -> tuple:
+        return tuple(t for chain in self.chains for t in chain.inputs())
+
+
+def _gpu_compile(ops: list[str], kinds: list[str]) -> tuple[float, list[dict], dict]:
+    torch.manual_seed(0)
+    model = Every(ops).eval().to("cuda", torch.float16)
+    inputs = [t.to("cuda", torch.float16) for t in model.inputs()]
+    torch._dynamo.reset()
+    iso.clear_decisions()
+    with torch.no_grad(), inductor_config.patch({
+            "max_autotune_gemm_backends": "TRITON,ATEN", "fx_graph_cache": False,
+            "test_configs.max_mm_configs": 2}), \
+            inject_faults("triton_", kinds) as corrupted, iso.override(quiet=True):
+        outs = torch.compile(model, mode="max-autotune-no-cudagraphs")(*inputs)
+    error = max((o.float() - e.float()).abs().max().item()
+                for o, e in zip(outs, model(*inputs), strict=True))
+    return error, iso.decisions(), dict(corrupted.kinds)
+
+
+@pytest.mark.gpu
+def test_every_fault_kind_in_a_triton_template_is_rejected_on_a_gpu():
+    """mm, addmm, bmm and linear (``x @ W.T``), square and non-square, in one compile; each
+    Triton config offered once per kind (two configs per GEMM; the kinds fan out before any
+    cap, so no ``max_choices`` here)."""
+    error, events, corrupted = _gpu_compile(["mm", "addmm", "bmm", "linear"], KINDS)
+    assert error < 5e-2  # the compile matches eager (fp16)
+    assert sorted(e["name"] for e in events) == ["addmm"] * 2 + ["bmm"] * 2 + ["mm"] * 4
+    for event in events:
+        faulty = [n for n in event["offered"] if n in corrupted]
+        assert sorted({corrupted[n] for n in faulty}) == sorted(_kinds_for(event["name"]))
+        assert all(n in event["rejected"] for n in faulty), event["rejected"]
+        assert event["winner"] not in corrupted
+
+
+@pytest.mark.gpu
+def test_square_linear_transposed_passed_on_torchs_inputs_sanity_baseline(monkeypatch):
+    """The issue's GPU case: Inductor's generated ``W.T`` equals ``x.T`` for a square
+    Linear, so ``x @ W.T`` is symmetric and a transposed output passes on torch's inputs."""
+    monkeypatch.setitem(selector.OWN_INPUTS, "on", False)
+    _error, events, corrupted = _gpu_compile(["linear"], ["transpose"])
+    square = next(e for e in events if all(shape == [64, 64] for shape in e["shapes"]))
+    faulty = [n for n in square["offered"] if n in corrupted]
+    assert faulty and not set(faulty) & set(square["rejected"])
 
 
 if __name__ == "__main__":  # the mm case, in its own process (see compile_matrix)

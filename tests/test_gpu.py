@@ -287,3 +287,20 @@ def test_wrong_fused_kernel_runs_unverified_sanity_baseline():
     assert checks == []  # nothing checked outside verified blocks
     assert FUSED_FAULT_MARK in code  # torch fused the (corrupted) epilogue: the fault bites
     assert not torch.allclose(out, _ffn_reference(x, w, bias), rtol=2e-2, atol=2e-2)
+
+
+# --- issue 27: every fault kind in a fused kernel -------------------------------------------
+
+@pytest.mark.parametrize("kind", ["transpose", "k_tail", "epilogue"])
+def test_fused_fault_kinds_never_run_and_the_result_is_right(kind):
+    """Source-level faults in the fused template kernel (testing.corrupt_fused; "wrong" is
+    the test above; "nan", "raise" and "swap" (square sizes only) are tested on the source
+    text in test_inject_faults.py, to keep ``make gpu-check`` within its limit)."""
+    x, w, bias = _ffn()
+    with inject_fused_faults(kind) as corrupted:
+        out, code, checks = _compile_ffn(x, w, bias, max_choices=4)
+    if not corrupted:
+        pytest.skip(f"the scheduler tried no fusion the {kind!r} fault applies to")
+    assert not any(c["passed"] for c in checks), checks  # torch or the check declined it
+    assert FUSED_FAULT_MARK not in code
+    torch.testing.assert_close(out, _ffn_reference(x, w, bias), rtol=2e-2, atol=2e-2)
