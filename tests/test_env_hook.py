@@ -193,14 +193,33 @@ def test_env_layer_in_process_under_a_nested_block(fake_gpu):
     assert utils.is_big_gpu(0) is False and iso.status()["base"] is None
 
 
+def _pip_env() -> dict[str, str]:
+    """pip's environment: no PYTHONPATH (a checkout on it, with the *.egg-info an editable
+    install leaves, makes pip think the package is installed, and it installs nothing)."""
+    return {k: v for k, v in _clean_env().items() if k != "PYTHONPATH"}
+
+
 def _venv_with(tmp_path: Path, name: str, install: list[str]) -> str:
     venv = tmp_path / name
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     if install:
         subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", *install],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=_pip_env())
     return python
+
+
+def _source_copy(tmp_path: Path) -> Path:
+    """The checkout without its build artifacts: every install builds from this copy, so
+    the checkout is never written (no *.egg-info, build/ or dist/ left in it)."""
+    return Path(shutil.copytree(HERE.parent, tmp_path / "src", ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")))
+
+
+def _build_artifacts(root: Path) -> dict[str, int]:
+    """What a pip build writes into a source tree: path -> mtime (ns)."""
+    found = [p for pattern in ("*.egg-info", "build", "dist") for p in root.glob(pattern)]
+    return {str(f): f.stat().st_mtime_ns for p in found for f in [p, *p.rglob("*")]}
 
 
 def _deps_path() -> str:
@@ -213,15 +232,16 @@ def _deps_path() -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["wheel", "editable", "target+hook install"])
 def test_install_paths_ship_a_working_hook(tmp_path, how):
-    repo = str(HERE.parent)
+    """Each path installs from a copy of the checkout and leaves the checkout as it was
+    (a second run, with PYTHONPATH pointing at the checkout, works too)."""
+    before = _build_artifacts(HERE.parent)
+    repo = str(_source_copy(tmp_path))
     if how == "wheel":
-        shutil.copytree(repo, tmp_path / "src", ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
         # An isolated build (pyproject's build-system requires), as a new user's `pip wheel`
         # does: the running venv may lack `wheel` and have a setuptools without bdist_wheel.
         built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                                "-w", str(tmp_path / "dist"), str(tmp_path / "src")],
-                               capture_output=True, text=True)
+                                "-w", str(tmp_path / "dist"), repo],
+                               capture_output=True, text=True, env=_pip_env())
         assert built.returncode == 0, built.stderr[-2000:]
         python = _venv_with(tmp_path, "v", [str(next((tmp_path / "dist").glob("*.whl")))])
     elif how == "editable":
@@ -231,7 +251,7 @@ def test_install_paths_ship_a_working_hook(tmp_path, how):
         target = tmp_path / "target"
         subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps",
                         "--target", str(target), repo], check=True,
-                       capture_output=True)
+                       capture_output=True, env=_pip_env())
         site_dir = subprocess.run([python, "-c", "import sysconfig; "
                                    "print(sysconfig.get_paths()['purelib'])"],
                                   capture_output=True, text=True).stdout.strip()
@@ -244,6 +264,16 @@ def test_install_paths_ship_a_working_hook(tmp_path, how):
                                       PYTHONPATH=_deps_path())
     assert rc == 0, stderr[-2000:]
     assert report["gate"] is True and report["patched"] is True and ours == []
+    assert _build_artifacts(HERE.parent) == before  # the checkout is left as it was
+
+
+def test_build_artifacts_sees_what_a_build_leaves(tmp_path):
+    """The helper the install test trusts: it notices an *.egg-info appearing or changing."""
+    assert _build_artifacts(tmp_path) == {}
+    (tmp_path / "pkg.egg-info").mkdir()
+    (tmp_path / "pkg.egg-info" / "PKG-INFO").write_text("a")
+    seen = _build_artifacts(tmp_path)
+    assert sorted(Path(p).name for p in seen) == ["PKG-INFO", "pkg.egg-info"]
 
 
 # --- issue 28: near-miss names, the report variable checked at start ------------------------
