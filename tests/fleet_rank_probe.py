@@ -4,8 +4,8 @@ under ``torch.distributed.run`` (CPU, gloo): compile frozen MLPs, write what hap
     python -m torch.distributed.run --standalone --nproc_per_node=2 \
         fleet_rank_probe.py OUT_DIR '<spec JSON>'
 
-The model of each case: ``depth`` Linear layers (``width`` -> ``width + 16`` -> ``width`` ...,
-GELU between), frozen weights under ``torch.no_grad()``, mkldnn on (torch's CPU default):
+The model of each case: ``depth`` Linear layers (``width`` -> ``width + 8`` -> ``width + 16``
+..., GELU after each), frozen weights under ``torch.no_grad()``, mkldnn on (torch's CPU default):
 Inductor autotunes each GEMM (``packed_linear``: its C++ template vs MKL) and bypasses its
 FX graph cache ("mkldnn tensors unpickleable"), so nothing is shared through graphs.
 
@@ -20,39 +20,42 @@ spec: {"cases": [case, ...], "mkldnn": true}; each case (all optional):
            exist (as a corrupted store entry would).
 The ranks start each case together (a barrier). rank<r>.json: per case the output check,
 the wall-clock span, the autotune decisions and the fleet events of that case.
-
-Only the public API is used, so an older package (``PYTHONPATH``) runs it too.
+"package": the root of another checkout of the package to import instead (the benchmark
+measures the graph-level leader of an earlier commit); the probe uses only the public API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-import torch
-import torch._inductor.config as inductor_config
-import torch.distributed as dist
-
-import inductor_sm_override as iso
-
 OUT = Path(sys.argv[1])
 SPEC = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
 RANK = int(os.environ.get("RANK", "0"))
+if SPEC.get("package"):  # before the editable install's finder can import this checkout
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if "editable" not in str(getattr(f, "__module__", ""))]
+    sys.path.insert(0, SPEC["package"])
+
+import torch  # noqa: E402
+import torch._inductor.config as inductor_config  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import inductor_sm_override as iso  # noqa: E402
 
 
 def _model(case: dict) -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     width, depth = case.get("width", 32), case.get("depth", 2)
+    dims = [width + 8 * i for i in range(depth + 1)]  # no two GEMMs of one shape
     layers: list[torch.nn.Module] = []
-    for i in range(depth):
-        into, out = (width, width + 16) if i % 2 == 0 else (width + 16, width)
+    for into, out in itertools.pairwise(dims):
         layers += [torch.nn.Linear(into, out), torch.nn.GELU()]
-    if depth % 2:
-        layers.append(torch.nn.Linear(width + 16, width))
     return torch.nn.Sequential(*layers).eval(), torch.randn(case.get("batch", 8), width)
 
 
@@ -118,7 +121,7 @@ def main() -> None:
     with torch.backends.mkldnn.flags(enabled=SPEC.get("mkldnn", True)):
         for case in SPEC.get("cases") or [{}]:
             results.append(_case(case))
-    payload = {"rank": RANK, "pid": os.getpid(), "cases": results}
+    payload = {"rank": RANK, "pid": os.getpid(), "package": iso.__file__, "cases": results}
     (OUT / f"rank{RANK}.json").write_text(json.dumps(payload, default=str))
     dist.barrier()  # neither rank leaves (taking torchrun's store with it) before both wrote
     dist.destroy_process_group()

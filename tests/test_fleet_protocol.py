@@ -249,3 +249,52 @@ def test_a_follower_takes_its_leaders_decision_and_stops_waiting_for_a_stalled_o
     assert (stalled["outcome"], stalled["wait_end"]) == ("tuned", engines.STALLED)
     notes = [d["notes"] for d in iso.decisions()]
     assert any("timeout after" in n for n in notes[1]) and any("stalled" in n for n in notes[2])
+
+
+# --- on a GPU: decisions made on cuda:0, replayed in another process -----------------------
+
+GPU_RANK = """
+import json, sys, torch
+import inductor_sm_override as iso
+device = sys.argv[1]
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(),
+                            torch.nn.Linear(1024, 256)).to(device, torch.float16)
+x = torch.randn(64, 512, device=device, dtype=torch.float16)
+with torch.no_grad(), iso.override(fleet="job", max_choices=4):
+    out = torch.compile(model, mode="max-autotune-no-cudagraphs")(x)
+    ok = torch.allclose(out.float(), model(x).float(), rtol=2e-2, atol=2e-2)
+print(json.dumps({"ok": bool(ok), "decisions": iso.decisions(), "fleet": iso.fleet_events()},
+                 default=str))
+"""
+
+
+@pytest.mark.gpu
+def test_gpu_decisions_made_on_cuda0_are_replayed_and_checked_in_another_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+           "TORCHINDUCTOR_FX_GRAPH_CACHE": "0", "TORCHINDUCTOR_AUTOGRAD_CACHE": "0"}
+    env = {k: v for k, v in env.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
+    second = "cuda:1" if torch.cuda.device_count() > 1 else "cuda:0"
+    runs = []
+    for device in ("cuda:0", second):
+        out = subprocess.run([sys.executable, "-c", GPU_RANK, device], env=env,
+                             capture_output=True, text=True, timeout=1200)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    made, replayed = runs
+    assert made["ok"] and replayed["ok"]
+    tuned = [d for d in made["decisions"] if d["key"]]
+    assert tuned and all(d["origin"] == "tuned here" for d in tuned)
+    decided = [d for d in replayed["decisions"] if d["key"]]
+    assert {d["key"] for d in decided} == {d["key"] for d in tuned}
+    for op in decided:
+        assert op["origin"].startswith("decided by pid"), op
+        winner = op["winner"]
+        assert winner in op["externs"] or op["checks"][winner]["passed"] is True, op
+        assert op["deferred"] is False and op["winner_unchecked"] is False
+    assert {e["outcome"] for e in replayed["fleet"]} == {"decided"}
+    assert {e["source"] for e in replayed["fleet"]} == {engines.DIR}

@@ -1,4 +1,4 @@
-"""Run a probe script as 2 ranks under ``torch.distributed.run`` (CPU, gloo) and read the
+"""Run a probe script as 2 (or more) ranks under ``torch.distributed.run`` (CPU, gloo) and read the
 ``rank<r>.json`` each rank writes into ``out_dir``. A launcher that runs past its timeout is
 killed with its ranks (torchrun starts each rank in a session of its own, so killing the
 launcher's process group is not enough: every process below the launcher goes),
@@ -35,22 +35,23 @@ def _descendants(root: int) -> list[int]:
 
 
 def run_two_ranks(probe: Path, out_dir: Path, *args: str, env: dict[str, str],
-                  timeout_s: float) -> list[dict]:
-    """``torchrun --standalone --nproc_per_node=2 probe out_dir *args``; both ranks' JSON."""
+                  timeout_s: float, ranks: int = 2) -> list[dict]:
+    """``torchrun --standalone --nproc_per_node=<ranks> probe out_dir *args``; each rank's
+    JSON."""
     run = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(probe), str(out_dir), *args],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={ranks}", str(probe), str(out_dir), *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     try:
         output, _ = run.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        ranks = _descendants(run.pid)  # the ranks, in sessions of their own
-        for pid in [run.pid, *ranks]:
+        below = _descendants(run.pid)  # the ranks, in sessions of their own
+        for pid in [run.pid, *below]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         output, _ = run.communicate(timeout=60)
-        raise AssertionError(f"2 ranks ran past {timeout_s} s (killed, ranks {ranks}):\n"
+        raise AssertionError(f"{ranks} ranks ran past {timeout_s} s (killed: {below}):\n"
                              f"{output[-4000:]}") from None
     assert run.returncode == 0, output[-4000:]
-    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(ranks)]
