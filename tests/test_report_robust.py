@@ -246,6 +246,17 @@ def test_any_input_gives_a_table_or_one_error_line(tmp_path, content, as_json):
     _check(tmp_path / "any.jsonl", content, ["--json"] if as_json else [])
 
 
+@PROPERTY
+@given(event=st.fixed_dictionaries({}, optional={f: JSON for f in FIELDS}))
+def test_op_summary_and_progress_line_take_any_field_types(event):
+    """The live progress line and the table's rows read an event of any shape."""
+    from inductor_sm_override.core.events import op_summary, progress_line
+
+    summary = op_summary({"event": "autotune", **event})
+    assert isinstance(summary["name"], str) and summary["run"] >= 0
+    assert progress_line(event).startswith("inductor_sm_override: ")
+
+
 @settings(PROPERTY, max_examples=40)
 @given(content=st.lists(LINE, max_size=6).map(b"\n".join))
 def test_any_input_gives_a_plot_or_one_error_line(tmp_path, content):
