@@ -21,7 +21,7 @@ ENV_SWITCH = ENV_PREFIX
 TRUE_WORDS = ("1", "true", "on", "yes")
 FALSE_WORDS = ("0", "false", "off", "no")
 SEARCH_SPACES = ("DEFAULT", "EXHAUSTIVE")
-FLEET_SCOPES = ("node", "job")  # one compile leader per node / per job (fleet.py)
+FLEET_SCOPES = ("node", "job")  # one decision leader per node / per job (fleet/)
 _BOOL_WORDS = "one of " + "/".join(TRUE_WORDS + FALSE_WORDS) + " (any case)"
 
 
@@ -195,8 +195,8 @@ class Settings:
     # a cache hit whose manifest is missing, corrupted or from another device / SM count /
     # settings is a miss (compiled and checked here) instead of a hit reported unverified
     require_manifest: bool = False
-    # compile once per fleet (torchrun / SLURM): one rank per node or per job compiles and
-    # writes, the others wait up to fleet_timeout_s per graph and load it (fleet.py)
+    # share autotune decisions (torchrun / SLURM): one rank per node or per job tunes, the
+    # others wait up to fleet_timeout_s per op for its decision and check it (fleet/)
     fleet: str | None = None
     fleet_timeout_s: float = 600.0
 

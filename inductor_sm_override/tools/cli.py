@@ -249,13 +249,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      "device, SM count or settings is compiled and checked here instead of "
                      "being loaded unverified (default: loaded, reported unverified)")
     run.add_argument("--fleet", type=_setting("fleet", str), metavar="node|job",
-                     help="compile once per fleet (torchrun/SLURM): local rank 0 of each node "
-                     "(node) or rank 0 of the job (job) compiles and writes each graph, the "
-                     "other ranks wait and load it (default: every rank compiles)")
+                     help="share autotune decisions (torchrun/SLURM): local rank 0 of each node "
+                     "(node) or rank 0 of the job (job) tunes each GEMM, the other ranks "
+                     "check its pick and run it (default: every rank autotunes)")
     run.add_argument("--fleet-timeout-s", type=_setting("fleet_timeout_s", float),
                      metavar="SECONDS",
-                     help="how long a rank waits for the leader's graph, per graph, before "
-                     "compiling it itself (default: 600)")
+                     help="how long a rank waits for its leader's decision, per op, before "
+                     "autotuning it itself (default: 600)")
     run.add_argument("command", nargs=argparse.REMAINDER,
                      help="-- CMD ARGS: the command to run (after --)")
     run.set_defaults(func=_cmd_run)
