@@ -298,3 +298,23 @@ def test_gpu_decisions_made_on_cuda0_are_replayed_and_checked_in_another_process
         assert op["deferred"] is False and op["winner_unchecked"] is False
     assert {e["outcome"] for e in replayed["fleet"]} == {"decided"}
     assert {e["source"] for e in replayed["fleet"]} == {engines.DIR}
+
+
+def test_report_lines_say_who_tuned_what_and_why():
+    from inductor_sm_override.tools.report import _fleet_line, fleet_summary
+
+    base = {"event": "fleet", "group": "job", "leader": "rank 0", "role": "follower",
+            "rank": 1, "waited_s": 2.0}
+    events = [{**base, "outcome": "decided", "source": engines.STORE, "tuned_by": 0},
+              {**base, "outcome": "decided", "source": engines.DIR, "tuned_by": 0},
+              {**base, "outcome": "tuned", "wait_end": engines.TIMEOUT, "waited_s": 5.0},
+              {**base, "outcome": "dropped", "detail": "... failed its check here: x"},
+              {**base, "role": "leader", "rank": 0, "outcome": "tuned", "waited_s": 0.0}]
+    follower, leader = (_fleet_line(row) for row in fleet_summary(events))
+    assert follower == (
+        "fleet (job, leader rank 0): rank 1 follower: 4 ops: 2 decided elsewhere (by rank 0: "
+        "2; from the job's store: 1; the shared directory: 1), 1 tuned here (the wait timed "
+        "out: 1), 1 decision dropped and tuned here (failed its check here: 1); waited 11.0 s "
+        "in all")
+    assert leader == "fleet (job, leader rank 0): rank 0 leader: 1 op: 0 decided elsewhere, " \
+        "1 tuned here"
