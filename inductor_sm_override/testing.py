@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import wrapt
+
 from .checks.inputs import storage_view, strided_copy
 from .core.patching import _remove
 from .hooks import selector
@@ -99,13 +101,10 @@ def _clear_device_caches() -> None:
 
 # --- fault injection -----------------------------------------------------------------------
 
-# "wrong": values scaled and shifted; "nan": all NaN; "raise": the benchmark raises; "swap":
-# the two GEMM operands' data exchanged; "transpose": the output written transposed;
-# "k_tail": the last K block (K_BLOCK, at most K / 4) dropped; "epilogue": the bias ignored
-# (ops with one); "none": only claim speed
+# wrong values, NaN, raise, operands' data exchanged, output transposed, the last K block
+# (32, at most K / 4) dropped, the bias ignored, only the claim (docs/api.md)
 FAULT_KINDS = ("wrong", "nan", "raise", "swap", "transpose", "k_tail", "epilogue", "none")
 FAULT_MODES = FAULT_KINDS  # the former name
-K_BLOCK = 32
 # (A, B, bias) positions among the selector's inputs, where they differ from (0, 1, None)
 OPERANDS = {"addmm": (1, 2, 0), "baddbmm": (1, 2, 0), "packed_linear": (0, 2, None),
             "linear_unary": (0, 1, 2)}
@@ -117,14 +116,6 @@ class NoFaultInjectedWarning(UserWarning):
     """``inject_faults`` corrupted nothing: its pattern matched no template choice, or no
     op was autotuned inside it. Verification was not exercised. Turn it into an error with
     ``warnings.simplefilter("error", NoFaultInjectedWarning)`` (or ``-W error::...``)."""
-
-
-class FaultLog(list):
-    """The names of the choices corrupted (a list); ``kinds``: name -> the kind it got."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kinds: dict[str, str] = {}
 
 
 def _nothing_injected(pattern: str, ops: int, names: list[str], skipped: list[str]) -> str:
@@ -163,7 +154,7 @@ def _faulty_inputs(kind: str, roles: tuple[int, int, int | None], args: tuple) -
     elif kind == "k_tail":
         tail = args[a] = strided_copy(args[a])
         k = tail.shape[-1]
-        tail[..., k - min(K_BLOCK, max(1, k // 4)):] = 0
+        tail[..., k - min(32, max(1, k // 4)):] = 0
     elif kind == "epilogue" and bias is not None:
         args[bias] = strided_copy(args[bias])
         storage_view(args[bias]).zero_()  # the bias may be expanded (stride 0)
@@ -179,43 +170,38 @@ def _faulty_output(kind: str, out: Any) -> None:
         out.copy_(out.clone().transpose(-2, -1).reshape(out.shape))
 
 
-def _faulty_proxy_class() -> type:
-    import wrapt
+class _FaultyChoice(wrapt.ObjectProxy):
+    """A template choice whose timed output is corrupted, optionally claiming to be fastest."""
 
-    class _FaultyChoice(wrapt.ObjectProxy):
-        """A template choice whose timed output is corrupted, optionally claiming to be fastest."""
+    def __init__(self, wrapped: Any, kind: str, claim_ms: float | None,
+                 roles: tuple[int, int, int | None], name: str) -> None:
+        super().__init__(wrapped)
+        self._self_kind, self._self_claim_ms, self._self_roles = kind, claim_ms, roles
+        self._self_name = name
 
-        def __init__(self, wrapped: Any, kind: str, claim_ms: float | None,
-                     roles: tuple[int, int, int | None], name: str) -> None:
-            super().__init__(wrapped)
-            self._self_kind, self._self_claim_ms, self._self_roles = kind, claim_ms, roles
-            self._self_name = name
+    @property
+    def name(self) -> str:
+        return self._self_name
 
-        @property
-        def name(self) -> str:
-            return self._self_name
+    def __hash__(self) -> int:  # one choice per proxy (several may share a kernel)
+        return id(self)
 
-        def __hash__(self) -> int:  # one choice per proxy (several may share a kernel)
-            return id(self)
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
-        def __eq__(self, other: object) -> bool:
-            return self is other
-
-        def benchmark(self, *args: Any, out: Any) -> float:
-            if self._self_kind == "raise":
-                raise RuntimeError("injected fault: kernel failed")
-            args = _faulty_inputs(self._self_kind, self._self_roles, args)
-            timing = self.__wrapped__.benchmark(*args, out=out)
-            _faulty_output(self._self_kind, out)
-            return timing if self._self_claim_ms is None else self._self_claim_ms
-
-    return _FaultyChoice
+    def benchmark(self, *args: Any, out: Any) -> float:
+        if self._self_kind == "raise":
+            raise RuntimeError("injected fault: kernel failed")
+        args = _faulty_inputs(self._self_kind, self._self_roles, args)
+        timing = self.__wrapped__.benchmark(*args, out=out)
+        _faulty_output(self._self_kind, out)
+        return timing if self._self_claim_ms is None else self._self_claim_ms
 
 
 @contextlib.contextmanager
 def inject_faults(pattern: str = ".*", kind: str | Sequence[str] = "wrong", *,
                   mode: str | None = None, fastest: bool = True,
-                  templates_only: bool = True) -> Iterator[FaultLog]:
+                  templates_only: bool = True) -> Iterator[list[str]]:
     """Corrupt the timed output of autotune choices whose name matches ``pattern``.
 
     ``pattern`` is a regular expression searched in the choice names: Inductor's templates
@@ -225,7 +211,7 @@ def inject_faults(pattern: str = ".*", kind: str | Sequence[str] = "wrong", *,
     sequence of kinds: each matching choice is offered once per kind, named
     ``<name>:<kind>`` (one op carries every kind; they share its kernel). ``fastest=True``
     makes the faulty choice report a near-zero time so that, unverified, it wins. Yields
-    the names it corrupted (:class:`FaultLog`, ``.kinds`` says which kind each got).
+    the names it corrupted.
     When the block ends normally having corrupted nothing (the pattern matched no template
     choice, or nothing was autotuned), a :class:`NoFaultInjectedWarning` says why: silence
     would read as "verification passed".
@@ -239,8 +225,7 @@ def inject_faults(pattern: str = ".*", kind: str | Sequence[str] = "wrong", *,
         if each not in FAULT_KINDS:
             raise ValueError(f"kind={each!r}: expected one of {FAULT_KINDS}")
     regex = re.compile(pattern)
-    proxy = _faulty_proxy_class()
-    corrupted = FaultLog()
+    corrupted: list[str] = []
     candidates: list[str] = []  # names it could have corrupted
     skipped: list[str] = []  # matched, but the kind does not apply to the op
     ops = 0
@@ -265,8 +250,7 @@ def inject_faults(pattern: str = ".*", kind: str | Sequence[str] = "wrong", *,
                     continue
                 label = name if len(kinds) == 1 else f"{name}:{each}"
                 corrupted.append(label)
-                corrupted.kinds[label] = each
-                out.append(proxy(choice, each, 1e-6 if fastest else None, roles, label))
+                out.append(_FaultyChoice(choice, each, 1e-6 if fastest else None, roles, label))
         return out
 
     import torch._inductor.config as config

@@ -1,12 +1,8 @@
-"""The check's own operands: independent draws, seeded per op, with torch's real layout.
+"""The check's own operands: each draw refilled from its own seed, torch's layout kept.
 
-Inductor draws every autotune input under ``preserve_rng_state()`` (``generate_example_value``),
-so two inputs of one shape hold the same values and a kernel that swaps them, or writes its
-output transposed where the reference is symmetric, passes a check on them. The selector
-(hooks/selector.py) refills each of those draws with :func:`reseed`: the same tensor (size,
-stride, storage offset, allocation and padding as torch made them, on the op's device),
-values from a generator seeded by :func:`op_seed`. Real tensors that ``input_gen_fns`` hand
-in (CPU frozen weights) are never drawn, so never touched.
+Torch draws every autotune input under ``preserve_rng_state()``, so inputs of one shape are
+equal; the selector refills each draw with :func:`reseed` (SAFETY.md, "The check's own
+inputs").
 """
 
 from __future__ import annotations
@@ -15,8 +11,6 @@ import hashlib
 from typing import Any
 
 from .outputs import _view_copy
-
-INT_HIGH = 8  # integer draws are 0..7: valid zero points, int8/uint8 operands, packed weights
 
 
 def op_seed(*parts: Any) -> int:
@@ -35,9 +29,9 @@ def storage_view(tensor: Any) -> Any:
 
 
 def reseed(tensor: Any, seed: int, integers: bool = True) -> Any:
-    """Refill ``tensor``'s storage in place from a generator seeded with ``seed`` on its device:
-    floats N(0, 1) (1-byte floats through float16, as torch's ``rand_strided``), integers 0..7,
-    bools 0/1 (``integers=False`` leaves integer tensors alone). The global RNG is untouched."""
+    """Refill ``tensor``'s whole storage in place from a generator seeded with ``seed`` on its
+    device (size, stride, offset, padding kept; the global RNG untouched): floats N(0, 1)
+    (1-byte floats through float16), integers 0..7 (``integers=False``: left alone), bools."""
     import torch
 
     if tensor.is_mkldnn or tensor.numel() == 0:
@@ -45,19 +39,17 @@ def reseed(tensor: Any, seed: int, integers: bool = True) -> Any:
     flat = storage_view(tensor)
     gen = torch.Generator(device=tensor.device).manual_seed(seed)
     with torch.no_grad():
-        if str(flat.dtype) == "torch.float4_e2m1fn_x2":
-            flat.view(torch.uint8).random_(0, 256, generator=gen)
-        elif flat.dtype.is_floating_point and flat.element_size() == 1:
+        if flat.dtype.is_floating_point and flat.element_size() == 1:  # fp8 (fp4: raises)
             flat.copy_(torch.randn(flat.shape, dtype=torch.float16, device=flat.device,
                                    generator=gen))
         elif flat.dtype.is_floating_point or flat.dtype.is_complex:
             flat.normal_(generator=gen)
         elif integers:
-            flat.random_(0, 2 if flat.dtype == torch.bool else INT_HIGH, generator=gen)
+            flat.random_(0, 2 if flat.dtype == torch.bool else 8, generator=gen)
     return tensor
 
 
 def strided_copy(tensor: Any) -> Any:
-    """A copy with the same size, stride, storage offset and storage (never a dense clone,
-    which would lose the padding a kernel indexes into)."""
+    """A copy with the same size, stride, storage offset and whole storage (a dense clone
+    would lose the padding a kernel indexes into)."""
     return _view_copy(tensor, {}, None)

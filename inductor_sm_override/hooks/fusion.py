@@ -12,16 +12,13 @@ Triton template (deferred or not) with other nodes, before it is accepted:
 
 - the fused kernel is compiled the way the scheduler compiles it (``compile_kernel`` of
   the fused node list, the chosen template swapped in) and run on its benchmark harness's
-  ``get_args()`` (as ``benchmark_codegened_module`` does), float arguments refilled from
-  per-op seeds (checks/inputs.py), every copy keeping size, stride, offset and padding;
+  ``get_args()`` (floats reseeded per op; copies keep strides and padding);
 - the unfused reference path runs on the same inputs: each prologue node's own kernel,
   the op's extern (ATen) choice for the GEMM (the unfused template kernel where the op
-  kept no extern), then each epilogue node's own kernel; with an epilogue it runs twice
-  more with the GEMM output shifted by -/+ its tolerance (verify.tolerance_band);
+  kept no extern), then each epilogue node's own kernel (with the GEMM output also shifted
+  by -/+ its tolerance: the band an element may move, SAFETY.md);
 - every buffer the fused kernel writes that the reference computed is compared with the
-  per-dtype tolerances of verify.py, plus how far the shifted runs moved it: a difference
-  the unfused check would accept never declines a fusion (a bool/int output may flip only
-  where a shifted run flips it).
+  per-dtype tolerances of verify.py plus that band.
 
 On a mismatch, an exception or anything that cannot be checked (atomic-add epilogues,
 whose random integer inputs torch itself refuses to benchmark; per-hint kernels of
@@ -49,7 +46,7 @@ from typing import Any
 import wrapt
 
 from ..checks.inputs import op_seed, reseed, strided_copy
-from ..checks.verify import compare, reduction_length, tolerance_band
+from ..checks.verify import compare, reduction_length
 from ..core import events, state
 from ..core.patching import Patch
 from ..core.records import TAG, choice_name
@@ -253,7 +250,7 @@ def check_fused(scheduler: Any, nodes: list[Any], template: Any, choice: Any,
             result.reference = "unfused template + unfused kernels"
         else:
             result.reference = f"extern {choice_name(extern)} + unfused kernels"
-        k = reduction_length(*identity[:2]) if record is not None else None
+        k = reduction_length(*identity[:2])
         out_name = template.get_name()
 
         def reference(shift: int) -> dict[str, Any]:
@@ -266,8 +263,9 @@ def check_fused(scheduler: Any, nodes: list[Any], template: Any, choice: Any,
                 _run_extern(extern, template, env)
             if shift:  # the GEMM output as far off as the unfused check accepts
                 out = env[out_name]
-                band = tolerance_band(out, settings.rtol, settings.atol, k)
-                env[out_name] = (out + shift * band.to(out.device)).to(out.dtype)
+                bound = compare(out, out, settings.rtol, settings.atol, k)
+                band = bound.atol + bound.rtol * out.abs()
+                env[out_name] = (out + shift * band).to(out.dtype)
             for kernel in after:
                 _run(*kernel, env)
             return env

@@ -266,7 +266,11 @@ def _check_sole(record: OpRecord, kept: list[Any], names: dict[int, str]) -> lis
     replaces them when none did."""
     if not record.verified_op or not kept or any(is_reference(c) for c in kept):
         return kept
-    deterministic = _deterministic()
+    import torch._inductor.config as config
+
+    # deterministic mode: Inductor picks unbenchmarked (2.13: the first ExternKernelCaller,
+    # else choices[0]; 2.11: choices[0]): the reference goes first, so it is what is taken
+    deterministic = bool(getattr(config, "deterministic", False))
     if len(kept) > 1 and record.name in FP64_CHECKED and not deterministic:
         return kept  # benchmarked and checked against the fp64 evaluation
     what = "sole choice" if len(kept) == 1 else "no extern choice"
@@ -278,21 +282,11 @@ def _check_sole(record: OpRecord, kept: list[Any], names: dict[int, str]) -> lis
         return kept
     record.externs = [reference]
     record.reference_added = names[id(reference)]
-    if deterministic:  # Inductor takes the first extern unbenchmarked: the reference
-        record.note(f"deterministic mode (no benchmarking): the reference "
-                    f"{record.reference_added} added by the toolkit replaces the templates")
-    else:
-        record.note(f"{what}: checked here against the reference {record.reference_added} "
-                    "added by the toolkit, which is used only if no template passes its check")
+    record.note(f"deterministic mode (no benchmarking): the reference {record.reference_added}"
+                " added by the toolkit replaces the templates" if deterministic else
+                f"{what}: checked here against the reference {record.reference_added} added "
+                "by the toolkit, which is used only if no template passes its check")
     return [reference, *kept]
-
-
-def _deterministic() -> bool:
-    """``config.deterministic``: Inductor picks without benchmarking (2.13: the first
-    ``ExternKernelCaller``, else ``choices[0]``; 2.11: ``choices[0]``)."""
-    import torch._inductor.config as config
-
-    return bool(getattr(config, "deterministic", False))
 
 
 def _tag(record: OpRecord, kept: list[Any], names: dict[int, str]) -> list[Any]:
@@ -566,8 +560,7 @@ def _check(record: OpRecord, autotune_args: Any, name: str, choice: Any = None) 
 # --- get_inputs / generate_example_value wrappers: the check's own operands ----------------
 
 def _get_inputs(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """In a verified op, each random draw of torch's ``get_inputs`` (every operand and the
-    output) is refilled from its own seed; ``input_gen_fns`` tensors are never drawn."""
+    """In a verified op each draw of torch's ``get_inputs`` is refilled from its own seed."""
     choices = args[0] if args else kwargs.get("choices")
     record = next((getattr(c, TAG) for c in choices or () if hasattr(c, TAG)), None)
     if record is None or not record.verified_op or not OWN_INPUTS["on"]:
@@ -589,7 +582,7 @@ def _generate_example_value(wrapped: Any, instance: Any, args: tuple, kwargs: di
     try:
         return reseed(value, op_seed(record.name, record.shapes, record.dtypes, index))
     except Exception as exc:  # torch's draw stands (the old limit), noted
-        record.note(f"inputs: torch's draw kept ({type(exc).__name__}: {exc})"[:200])
+        record.note(f"inputs: torch's draw kept ({exc!r})"[:200])
         return value
 
 
