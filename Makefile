@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean bench-smoke test-matrix matrix-one redis
+.PHONY: demo test lint setup clean bench-smoke test-matrix matrix-one redis mutation
 
 # The release matrix (`make test-matrix`): the suite on each torch below, every release in its
 # own venv cached outside the repo (reused between runs and clones; created on first use).
@@ -96,3 +96,23 @@ gpu-check:
 	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_CHECK_PY) benchmarks/gpu_check.py \
 	  --out "$(OUT)" --limit-s $(LIMIT_S) $(if $(call _on,$(DRY_RUN)),--dry-run) \
 	  $(if $(call _on,$(PLAN)),--plan) $(GPU_CHECK_ARGS)
+
+# Mutation testing (docs/mutation.md; not in CI: ~1 h on 2 cores). mutmut is pinned and put into
+# the venv here only (not in the dev extra: `make test` and CI never install it); what it
+# mutates and which fast in-process tests it runs: pyproject's [tool.mutmut]. Results are kept
+# in mutants/ (a rerun retests only what changed; rm -rf mutants for a fresh run).
+# MUTANTS="inductor_sm_override.core.budget*" restricts the run to mutant-name globs.
+.PHONY: mutation
+MUTMUT_VERSION ?= 3.8.1
+MUTANTS ?=
+mutation: $(STAMP)
+	@$(VENV)/bin/mutmut --version 2>/dev/null | grep -q ' $(MUTMUT_VERSION)$$' \
+	  || $(PY) -m pip install --quiet "mutmut==$(MUTMUT_VERSION)"
+	$(VENV)/bin/mutmut run --max-children $(or $(filter-out 0,$(TEST_JOBS)),1) $(MUTANTS)
+	@$(VENV)/bin/mutmut results
+	@$(PY) -c 'import json, pathlib, collections; from mutmut.stats import status_by_exit_code as s; \
+	  t = collections.Counter(); \
+	  rows = [(str(m.relative_to("mutants"))[:-5], collections.Counter(s[c] for c in json.loads(m.read_text())["exit_code_by_key"].values())) for m in sorted(pathlib.Path("mutants").rglob("*.py.meta"))]; \
+	  [t.update(c) or print(f"{p:42} " + "  ".join(f"{k} {v}" for k, v in sorted(c.items()))) for p, c in rows]; \
+	  k = t["killed"] + t["timeout"]; n = k + t["survived"] + t["suspicious"]; sv = t["survived"]; \
+	  print(f"all: killed {k} of {n} tested ({100 * k / max(n, 1):.1f} %), survived {sv}; not counted:", t["no tests"], "without a test,", t["not checked"], "not run")'
