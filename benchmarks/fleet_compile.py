@@ -1,28 +1,34 @@
-"""Compile once per fleet: wall time until every rank of a 2-rank job has compiled, with a
-leader and a shared Redis vs every rank autotuning for itself, side by side in one run.
+"""A fleet's compile: wall time until every rank has compiled, with shared autotune decisions
+vs every rank autotuning vs the graph-level leader of commit 104dc68, side by side in one run.
 
-    python benchmarks/fleet_compile.py [--smoke] [--json] [--no-write]
+    python benchmarks/fleet_compile.py [--smoke] [--ranks 2 4] [--json] [--no-write]
 
-Each mode is one ``torch.distributed.run --nproc_per_node=2`` job (gloo, CPU, one intra-op
-thread per rank) of tests/fleet_rank_probe.py: an autotuned frozen MLP (``--smoke``: 32
-wide, 1 GEMM; else 512 wide, 6 GEMMs, batch 64, as compile_budget.py) compiled under
-``iso.override()``, each rank with its own empty Inductor cache dir (as on separate nodes),
-both ranks starting the compile together (after a barrier). The benchmark starts its own
-``redis-server`` on 127.0.0.1 (tests/redis_server.py, the tests' fixture) and stops it.
+Each mode and rank count is one ``torch.distributed.run --nproc_per_node=N`` job (gloo, CPU,
+one intra-op thread per rank, all ranks of one node sharing one fresh Inductor cache dir, as
+by default) of tests/fleet_rank_probe.py: an MLP with frozen weights under ``torch.no_grad()``
+and mkldnn on (torch's CPU default: each GEMM is a ``packed_linear`` Inductor autotunes, C++
+template vs MKL, and Inductor bypasses its FX graph cache) compiled under ``iso.override()``,
+the ranks starting together (a barrier). ``--smoke``: 32 wide, 1 GEMM, 2 ranks; else two
+MLPs of 4 GEMMs: 64 wide at batch 8 (here the C++ template wins: a decided op is checked
+against MKL on each follower) and 256 wide at batch 64 (MKL wins: a decided op is the
+reference itself, run unbenchmarked).
 
-- ``every rank``: no fleet, no Redis: both ranks autotune and verify every GEMM;
-- ``leader + Redis``: ``fleet="job"``, Inductor's remote FX-graph and AOT-autograd caches
-  on the server: rank 0 compiles and writes, rank 1 waits and loads;
-- ``node leader + shared dir`` (for comparison): ``fleet="node"``, no Redis, one Inductor
-  cache dir for both ranks (one node): rank 1 loads from the local cache the leader filled,
-  including the kernels it built.
+- ``every rank``: no fleet: each rank autotunes and checks every GEMM;
+- ``decisions``: ``fleet="job"``: rank 0 tunes each GEMM, the others wait for its decision
+  and check the decided choice against the reference on their own inputs;
+- ``graph leader (104dc68)``: the previous design, ``fleet="job"`` in the package as of commit
+  104dc68 (extracted with ``git archive`` into a temporary directory and imported instead of
+  this checkout): one leader compiles each graph, followers wait for it per graph and load
+  it from Inductor's graph cache.
 
-Printed and saved: each mode's wall time (first compile start to last compile end), the
-ratios, each rank's compile time and autotune time (the ``seconds`` of its autotune
-decisions), and in the leader modes the follower's wait and its hit cost (its compile time
-minus the wait: tracing, lookup, load and, from Redis on the CPU, building the graph's C++
-kernels from the source the entry carries). From those, ``extrapolation`` works out 8 and
-64 ranks (``ASSUMPTIONS``).
+Printed and saved: the load average before and after (others share the cores), per mode
+the wall time (first compile start to last compile end) and the ranks' CPU seconds while
+compiling (each rank's own and its g++ children's), per rank its compile time, the ops
+it tuned (and their autotune seconds) and the ops decided elsewhere (and their check
+seconds; decided templates apart), its waits. ``per_op`` (per model) gives the measured
+mean autotune time A of a tuned op and check time C of a decided op; ``extrapolation`` the
+autotuning rank-seconds of N ranks from them: every rank N x K x A,
+decisions K x A + (N - 1) x K x C (K ops).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,155 +47,154 @@ from _common import machine, write_result
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 PROBE = TESTS / "fleet_rank_probe.py"
-RANKS = 2
+OLD = "104dc68"
+FLEET = {"fleet": "job", "fleet_timeout_s": 1200}
 
 
-def launch(out: Path, spec: dict[str, Any], extra_env: dict[str, str]) -> list[dict[str, Any]]:
-    """One 2-rank torchrun job of the probe; returns each rank's result."""
+def old_package(into: Path) -> str | None:
+    """The package as of commit ``OLD``, extracted under ``into``; None if git cannot."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD,
+                                  "inductor_sm_override"], capture_output=True, check=True,
+                                 timeout=120).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return str(into)
+
+
+def launch(out: Path, ranks: int, case: dict[str, Any], package: str | None) -> list[dict]:
+    """One N-rank torchrun job of the probe; each rank's result for its one case."""
+    sys.path.insert(0, str(TESTS))
+    from two_ranks import run_two_ranks
+
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("INDUCTOR_SM_OVERRIDE", "TORCHINDUCTOR_REDIS",
                                 "TORCHINDUCTOR_FX_GRAPH_REMOTE", "TORCHINDUCTOR_AUTOGRAD_REMOTE"))}
     env.update({"TORCHINDUCTOR_CACHE_DIR": str(out / "inductor"), "OMP_NUM_THREADS": "1",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                             env.get("PYTHONPATH")]))})
-    env.update(extra_env)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={RANKS}", str(PROBE), str(out), json.dumps(spec)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
-    try:
-        output, _ = run.communicate(timeout=1800)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)
-        output, _ = run.communicate()
-    if run.returncode != 0:
-        raise RuntimeError(f"the {spec} job failed:\n{output[-3000:]}")
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(RANKS)]
+    out.mkdir(parents=True)
+    spec = {"cases": [case], **({"package": package} if package else {})}
+    results = run_two_ranks(PROBE, out, json.dumps(spec), env=env, timeout_s=3600,
+                            ranks=ranks)
+    for result in results:
+        if package and not result["package"].startswith(package):
+            raise RuntimeError(f"rank {result['rank']} imported {result['package']}")
+    return [r["cases"][0] for r in results]
 
 
-def rank_row(result: dict[str, Any]) -> dict[str, Any]:
-    fleet = result["fleet"][0] if result["fleet"] else {}
+def rank_row(rank: int, case: dict[str, Any]) -> dict[str, Any]:
+    ops = [d for d in case["decisions"] if d["name"] == "packed_linear"]
+    tuned = [d for d in ops if d.get("origin", "tuned here") == "tuned here"]
+    decided = [d for d in ops if str(d.get("origin")).startswith("decided by")]
+    templates = [d for d in decided if d["winner"] not in d["externs"]]
     return {
-        "rank": result["rank"],
-        "ok": result["ok"],
-        "compile_s": round(result["finished"] - result["started"], 3),
-        "autotune_s": round(sum(d.get("seconds") or 0.0 for d in result["decisions"]), 3),
-        "ops_autotuned": len(result["decisions"]),
-        "fx_hits": result["hit"], "fx_misses": result["miss"],
-        "remote_hits": sum(1 for h in result["hits"] if h.get("source") == "remote"),
-        "fleet_role": fleet.get("role"), "fleet_outcome": fleet.get("outcome"),
-        "fleet_wait_end": fleet.get("wait_end"),
-        "waited_s": round(sum(e.get("waited_s") or 0.0 for e in result["fleet"]), 3),
+        "rank": rank, "ok": case["ok"],
+        "compile_s": round(case["finished"] - case["started"], 3),
+        "cpu_s": case.get("cpu_s"),
+        "ops_tuned": len(tuned),
+        "autotune_s": round(sum(d.get("seconds") or 0.0 for d in tuned), 3),
+        "ops_decided": len(decided),
+        "check_s": round(sum(d.get("seconds") or 0.0 for d in decided), 3),
+        "decided_templates": len(templates),
+        "template_check_s": round(sum(d.get("seconds") or 0.0 for d in templates), 3),
+        "waited_s": round(sum(e.get("waited_s") or 0.0 for e in case["fleet"]), 3),
+        "fleet_outcomes": sorted({str(e.get("outcome")) for e in case["fleet"]}),
+        "fleet_wait_ends": sorted({str(e.get("wait_end")) for e in case["fleet"]}),
     }
 
 
-def mode_row(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    ranks = [rank_row(r) for r in results]
-    wall = max(r["finished"] for r in results) - min(r["started"] for r in results)
-    return {"mode": name, "wall_s": round(wall, 3), "ranks": ranks}
+def mode_row(name: str, model: str, ranks: int, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    wall = max(c["finished"] for c in cases) - min(c["started"] for c in cases)
+    return {"model": model, "mode": name, "ranks": ranks, "wall_s": round(wall, 3),
+            "cpu_s": round(sum(c["cpu_s"] for c in cases), 3),
+            "ranks_detail": [rank_row(r, c) for r, c in enumerate(cases)]}
 
 
-def hit_cost(mode: dict[str, Any]) -> float:
-    """The follower's compile time minus its wait: what loading the leader's graph cost."""
-    follower = mode["ranks"][1]
-    return round(follower["compile_s"] - follower["waited_s"], 3)
+def per_op(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean autotune seconds of a tuned op and check seconds of a decided op (decisions
+    mode: the leader's tuned ops, the followers' decided ones; every-rank mode: all)."""
+    def mean(pairs: list[tuple[int, float]]) -> float | None:
+        count = sum(n for n, _ in pairs)
+        return round(sum(s for _, s in pairs) / count, 3) if count else None
+
+    decided = [r for m in rows if m["mode"] == "decisions" for r in m["ranks_detail"]]
+    every = [r for m in rows if m["mode"] == "every rank" for r in m["ranks_detail"]]
+    leaders = [r for r in decided if r["rank"] == 0]
+    followers = [r for r in decided if r["rank"] > 0]
+    return {"autotune_s_leader": mean([(r["ops_tuned"], r["autotune_s"]) for r in leaders]),
+            "check_s_follower": mean([(r["ops_decided"], r["check_s"]) for r in followers]),
+            "template_check_s_follower": mean([(r["decided_templates"], r["template_check_s"])
+                                               for r in followers]),
+            "decided_templates": sum(r["decided_templates"] for r in followers),
+            "decided_ops": sum(r["ops_decided"] for r in followers),
+            "autotune_s_every_rank": mean([(r["ops_tuned"], r["autotune_s"]) for r in every])}
 
 
-def extrapolate(leader: dict[str, Any], ranks: int) -> dict[str, Any]:
-    """N ranks from the measured per-rank figures (see ``ASSUMPTIONS``)."""
-    alone = leader["ranks"][0]  # the leader compiled while its follower waited
-    hit = hit_cost(leader)
-    return {
-        "mode": leader["mode"],
-        "ranks": ranks,
-        "compute_s_every_rank": round(ranks * alone["compile_s"], 1),
-        "compute_s_leader": round(alone["compile_s"] + (ranks - 1) * hit, 1),
-        "compute_s_saved": round((ranks - 1) * (alone["compile_s"] - hit), 1),
-        "autotune_s_saved": round((ranks - 1) * alone["autotune_s"], 1),
-        "wall_s_every_rank_no_contention": round(alone["compile_s"], 1),
-        "wall_s_leader": round(alone["compile_s"] + hit, 1),
-    }
-
-
-ASSUMPTIONS = (
-    "Per-rank figures are the leader's (it compiled with the other rank idle, so without "
-    "the contention of the 'every rank' mode, where both ranks compiled on these 2 cores): "
-    "one rank's compile C and autotune A; H is the follower's hit cost (its compile time "
-    "minus its wait). compute_s: rank-seconds spent compiling, every rank N x C, with a "
-    "leader C + (N-1) x H (waiting ranks idle, not counted); autotune_s_saved (N-1) x A. "
-    "wall_s: if ranks do not contend (each compiles on cores of its own) every rank "
-    "finishes in C, while with a leader the followers wait for it and then load: C + H "
-    "(Redis serving N-1 reads at once assumed free). Where ranks of a node share its cores "
-    "for compiling (as the 2 ranks here share 2 cores: see the 'every rank' mode), "
-    "every-rank wall time grows with the ranks per node and the leader's does not.")
+def extrapolate(ops: int, figures: dict[str, Any]) -> list[dict[str, Any]]:
+    a, c = figures["autotune_s_leader"], figures["check_s_follower"]
+    if a is None or c is None:
+        return []
+    return [{"ranks": n, "ops": ops, "autotune_rank_s_every_rank": round(n * ops * a, 1),
+             "autotune_rank_s_decisions": round(ops * a + (n - 1) * ops * c, 1)}
+            for n in (8, 64)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny model, for CI")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 2 ranks, for CI")
+    parser.add_argument("--ranks", type=int, nargs="+", default=None)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-
-    sys.path.insert(0, str(TESTS))
-    from redis_server import RedisServer, missing
-
-    why = missing()
-    if why is not None:
-        print(f"fleet_compile: needs a redis-server: {why}", file=sys.stderr)
-        return 2
-    model = {"width": 32, "depth": 1, "batch": 8} if args.smoke else \
-        {"width": 512, "depth": 6, "batch": 64}
-    base = {"entry": "override", "cache": "per_rank", "init": "before", **model}
-    server = RedisServer().start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="iso-fleet-bench-") as tmp:
-            every = mode_row("every rank", launch(Path(tmp) / "every", dict(base), {}))
-            leader_spec = {**base, "settings": {"fleet": "job", "fleet_timeout_s": 1200}}
-            leader = mode_row("leader + Redis",
-                              launch(Path(tmp) / "leader", leader_spec, server.env))
-            node_spec = {**base, "cache": "shared",
-                         "settings": {"fleet": "node", "fleet_timeout_s": 1200}}
-            node = mode_row("node leader + shared dir",
-                            launch(Path(tmp) / "node", node_spec, {}))
-    finally:
-        server.stop()
+    models = {"smoke": {"width": 32, "depth": 1, "batch": 8}} if args.smoke else {
+        "64 wide, batch 8": {"width": 64, "depth": 4, "batch": 8},
+        "256 wide, batch 64": {"width": 256, "depth": 4, "batch": 64}}
+    counts = args.ranks or ([2] if args.smoke else [2, 4])
+    rows, load_before = [], os.getloadavg()  # others' load on these cores, 1/5/15 min
+    with tempfile.TemporaryDirectory(prefix="iso-fleet-bench-") as tmp:
+        old = old_package(Path(tmp))
+        modes = [("every rank", {}, None), ("decisions", FLEET, None)]
+        modes += [(f"graph leader ({OLD})", FLEET, old)] if old else []
+        for index, (label, model) in enumerate(models.items()):
+            for ranks in counts:
+                for name, settings, package in modes:
+                    where = Path(tmp) / f"{index}-{ranks}-{name.split()[0]}"
+                    case = {"entry": "override", "settings": settings, **model}
+                    rows.append(mode_row(name, label, ranks,
+                                         launch(where, ranks, case, package)))
+                    print(f"{label}, {ranks} ranks, {name}: wall {rows[-1]['wall_s']:.2f} s, "
+                          f"CPU {rows[-1]['cpu_s']:.1f} s; "
+                          + "; ".join(
+                              f"rank {r['rank']}: compile {r['compile_s']:.1f} s, tuned "
+                              f"{r['ops_tuned']} ({r['autotune_s']:.1f} s), decided "
+                              f"{r['ops_decided']} ({r['check_s']:.1f} s), waited "
+                              f"{r['waited_s']:.1f} s" for r in rows[-1]["ranks_detail"]),
+                          flush=True)
+    figures = {label: per_op([r for r in rows if r["model"] == label]) for label in models}
     payload = {
-        "benchmark": "fleet_compile",
-        "machine": machine(),
-        "model": {**model, "dtype": "torch.float32", "freezing": True},
-        "ranks": RANKS,
-        "modes": [every, leader, node],
-        "ratio_leader_to_every_rank": round(leader["wall_s"] / every["wall_s"], 3),
-        "ratio_node_leader_to_every_rank": round(node["wall_s"] / every["wall_s"], 3),
-        "per_rank_autotune_s": leader["ranks"][0]["autotune_s"],
-        "per_rank_compile_s": leader["ranks"][0]["compile_s"],
-        "per_rank_autotune_s_contended": max(r["autotune_s"] for r in every["ranks"]),
-        "per_rank_compile_s_contended": max(r["compile_s"] for r in every["ranks"]),
-        "follower_waited_s": leader["ranks"][1]["waited_s"],
-        "hit_cost_s": hit_cost(leader),
-        "hit_cost_local_s": hit_cost(node),
-        "extrapolation": [extrapolate(mode, n) for mode in (leader, node) for n in (8, 64)],
-        "assumptions": ASSUMPTIONS,
+        "benchmark": "fleet_compile", "machine": machine(),
+        "load_avg": {"before": [round(x, 2) for x in load_before],
+                     "after": [round(x, 2) for x in os.getloadavg()]},
+        "models": {label: {**m, "dtype": "torch.float32", "freezing": True, "mkldnn": True}
+                   for label, m in models.items()},
+        "old_design": OLD if old else f"not measured: git archive {OLD} failed",
+        "modes": rows,
+        "ratio_to_every_rank": {f"{m['model']}, {m['ranks']} ranks, {m['mode']}": round(
+            m["wall_s"] / next(e["wall_s"] for e in rows if e["ranks"] == m["ranks"]
+                               and e["model"] == m["model"] and e["mode"] == "every rank"), 3)
+            for m in rows},
+        "per_op": figures,
+        "extrapolation": {label: extrapolate(models[label]["depth"], f)
+                          for label, f in figures.items()},
     }
-    for row in (every, leader, node):
-        ranks = "; ".join(
-            f"rank {r['rank']}: compile {r['compile_s']:.2f} s, autotune {r['autotune_s']:.2f} s"
-            f" ({r['ops_autotuned']} ops), {r['remote_hits']} remote hits"
-            + (f", {r['fleet_role']} {r['fleet_outcome']} after waiting {r['waited_s']:.2f} s"
-               if r["fleet_role"] else "")
-            for r in row["ranks"])
-        print(f"{row['mode']:24s} wall {row['wall_s']:7.2f} s  ({ranks})")
-    print(f"leader + Redis / every rank: {payload['ratio_leader_to_every_rank']}x wall time "
-          f"(node leader + shared dir: {payload['ratio_node_leader_to_every_rank']}x)")
-    print(f"one rank alone: compile {payload['per_rank_compile_s']:.2f} s, autotune "
-          f"{payload['per_rank_autotune_s']:.2f} s; hit cost {payload['hit_cost_s']:.2f} s "
-          f"(Redis), {payload['hit_cost_local_s']:.2f} s (shared dir)")
-    for x in payload["extrapolation"]:
-        print(f"{x['mode']}, {x['ranks']} ranks: saves {x['compute_s_saved']} rank-s of "
-              f"compiling ({x['autotune_s_saved']} s of autotuning); wall {x['wall_s_leader']}"
-              f" s vs {x['wall_s_every_rank_no_contention']} s without contention")
+    print(json.dumps(payload["ratio_to_every_rank"], indent=1))
+    for label, rows_n in payload["extrapolation"].items():
+        print(f"{label}: per op {figures[label]}")
+        for x in rows_n:
+            print(f"  {x['ranks']} ranks: autotuning {x['autotune_rank_s_every_rank']} rank-s "
+                  f"every rank vs {x['autotune_rank_s_decisions']} rank-s with decisions")
     if args.json:
         print(json.dumps(payload, indent=2, default=str))
     if not args.no_write:

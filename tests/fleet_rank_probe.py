@@ -19,7 +19,7 @@ spec: {"cases": [case, ...], "mkldnn": true}; each case (all optional):
   "bogus": on rank 0, the first decision this case publishes names a choice that does not
            exist (as a corrupted store entry would).
 The ranks start each case together (a barrier). rank<r>.json: per case the output check,
-the wall-clock span, the autotune decisions and the fleet events of that case.
+the wall-clock span and CPU time, the autotune decisions and the fleet events of that case.
 "package": the root of another checkout of the package to import instead (the benchmark
 measures the graph-level leader of an earlier commit); the probe uses only the public API.
 """
@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,12 @@ def _compile(case: dict, model: torch.nn.Module, x: torch.Tensor) -> tuple[torch
         return compiled(x), entry
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this rank and of the children it waited for (the compiler's g++)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _case(case: dict) -> dict:
     model, x = _model(case)
     iso.clear_decisions()
@@ -106,12 +113,13 @@ def _case(case: dict) -> dict:
         stack.enter_context(torch.no_grad())
         stack.enter_context(inductor_config.patch(freezing=True))
         dist.barrier()  # the ranks start this case together
-        started = time.time()
+        started, cpu = time.time(), _cpu_s()
         out, used = _compile(case, model, x)
-        finished = time.time()
+        finished, cpu = time.time(), _cpu_s() - cpu
     with torch.no_grad():
         ok = bool(torch.allclose(out, model(x), rtol=1e-4, atol=1e-4))
     return {"ok": ok, "used": used, "started": started, "finished": finished,
+            "cpu_s": round(cpu, 3),
             "decisions": iso.decisions(), "fleet": iso.fleet_events()[seen:]}
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 import threading
 import time
 
@@ -144,6 +146,64 @@ def test_waits_are_bounded_below_the_process_groups_timeout(tmp_path):
         assert engines.wait_bound(600.0) == 20.0
     finally:
         dist.destroy_process_group()
+
+
+# --- groups: who leads, which store --------------------------------------------------------
+
+
+def test_group_before_init_process_group_outside_torchrun_has_no_store():
+    group = fleet_group._make("job", {"RANK": "1", "WORLD_SIZE": "4"})
+    assert group.store is None and not group.coordinated and group.rank == 1
+    assert "before init_process_group" in group.why_alone
+    assert fleet_group._make("job", {"RANK": "0", "WORLD_SIZE": "1"}).why_alone == \
+        "the only rank of its job"
+    assert "no LOCAL_RANK" in fleet_group._make("node", {}).why_alone
+
+
+def test_node_group_from_torchrun_and_slurm_variables():
+    torchrun = fleet_group._placement("node", {"LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8",
+                                               "GROUP_RANK": "5"})
+    assert torchrun == ("node 5", 3, 8)
+    slurm = fleet_group._placement("node", {"SLURM_LOCALID": "0", "SLURM_NODEID": "2",
+                                            "SLURM_NTASKS_PER_NODE": "8(x2)"})
+    assert slurm == ("node 2", 0, 8)
+    assert fleet_group._placement("job", {"SLURM_PROCID": "9", "SLURM_NTASKS": "16"}) == \
+        ("job", 9, 16)
+
+
+def test_group_under_torchrun_uses_the_agent_store_before_init(monkeypatch):
+    """torchrun's agent runs a TCPStore and sets TORCHELASTIC_USE_AGENT_STORE: the rank
+    reaches it with torch's env:// rendezvous, before any init_process_group; keys of
+    another restart are not this attempt's."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    agent = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=30))
+    env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "True",
+           "TORCHELASTIC_RUN_ID": "r1", "TORCHELASTIC_RESTART_COUNT": "2"}
+    for name, value in env.items():  # torch's rendezvous reads the process environment
+        monkeypatch.setenv(name, value)
+    group = fleet_group._make("job", os.environ)
+    assert group.coordinated and group.store_kind == fleet_group.AGENT_STORE
+    engines.publish(group, "k1", _decision(), None)
+    assert json.loads(agent.get("inductor_sm_override/fleet/r1.2/job/decision/k1"))[
+        "choice"] == "x"
+
+
+def test_group_after_init_process_group_uses_the_default_store(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        group = fleet_group._make("job", {"RANK": "1", "WORLD_SIZE": "2"})
+        assert group.coordinated and group.store_kind == fleet_group.DEFAULT_STORE
+        group.store.set("probe", "y")
+        default = dist.distributed_c10d._get_default_store()
+        assert default.get("inductor_sm_override/fleet/run.0/job/probe") == b"y"
+    finally:
+        dist.destroy_process_group()
+    assert fleet_group._make("job", {"RANK": "1", "WORLD_SIZE": "2"}).store is None
 
 
 # --- a rank with a decision: Inductor's real selector -------------------------------------
