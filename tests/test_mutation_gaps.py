@@ -3,9 +3,32 @@ that survived the rest of the fast suite. Plain unit tests, no compile, no subpr
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import types
 
+import pytest
+import torch
+
+import inductor_sm_override as iso
+from inductor_sm_override.core import events, state
 from inductor_sm_override.core.budget import PRIOR_S_PER_CHOICE, Budget
+from inductor_sm_override.core.errors import SettingsError
+from inductor_sm_override.core.settings import (
+    Settings,
+    _edits,
+    accepted,
+    env_layer,
+    near_miss_line,
+    near_misses,
+    parse_bool_word,
+    report_path_problem,
+    resolve_path,
+)
+from inductor_sm_override.hooks import gate
 
 # --- core/budget.py --------------------------------------------------------------------------
 
@@ -58,3 +81,212 @@ def test_as_dict_rounds_to_four_places_and_never_reports_negative_remaining():
                            "per_choice_s": 0.4115}
     b.settle(0.0, 20.0, 1)
     assert b.as_dict()["remaining_s"] == 0.0
+
+
+# --- checks/verify.py ------------------------------------------------------------------------
+
+
+def test_reduction_length_of_baddbmm_is_read_from_the_batch_operand():
+    from inductor_sm_override.checks.verify import reduction_length
+
+    assert reduction_length("baddbmm", [[2, 8, 4], [2, 8, 96], [2, 96, 4]]) == 96
+
+
+def test_fp64_reference_per_op_and_arity():
+    from inductor_sm_override.checks.verify import fp64_reference
+
+    a, b = torch.randn(2, 4, 5), torch.randn(2, 5, 3)
+    torch.testing.assert_close(fp64_reference("bmm", [a, b]), a.double() @ b.double())
+    i, j = torch.randint(-9, 9, (4, 6), dtype=torch.int8), torch.randint(-9, 9, (6, 3),
+                                                                        dtype=torch.int8)
+    exact = fp64_reference("int_mm", [i, j])
+    assert exact.dtype == torch.float64
+    assert torch.equal(exact, i.double() @ j.double())
+    m = [torch.randn(4, 5), torch.randn(5, 3), torch.randn(4, 6), torch.randn(6, 3)]
+    torch.testing.assert_close(fp64_reference("mm_plus_mm", m),
+                               m[0].double() @ m[1].double() + m[2].double() @ m[3].double())
+    assert fp64_reference("mm_plus_mm", m[:2]) is None  # wrong arity: no reference
+    assert fp64_reference("mm", [m[0], m[1], m[2]]) is None
+    assert fp64_reference("convolution", [m[0]]) is None
+
+
+def test_fp64_reference_is_float32_on_mps():
+    from inductor_sm_override.checks.verify import fp64_reference
+
+    class OnMps:  # an MPS tensor as far as the reference needs (no fp64 there)
+        device = types.SimpleNamespace(type="mps")
+
+        def __init__(self, t):
+            self.t = t
+
+        def to(self, dtype):
+            return self.t.to(dtype)
+
+    a, b = torch.randn(4, 5), torch.randn(5, 3)
+    assert fp64_reference("mm", [OnMps(a), OnMps(b)]).dtype == torch.float32
+
+
+# --- core/settings.py ------------------------------------------------------------------------
+
+
+def test_a_report_path_like_is_kept_as_text():
+    assert Settings(report=pathlib.Path("/tmp/r.jsonl")).report == "/tmp/r.jsonl"
+
+
+def test_resolve_path_fills_rank_and_pid(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert resolve_path("r{rank}-{pid}.jsonl") == f"r0-{os.getpid()}.jsonl"
+    monkeypatch.setenv("RANK", "3")
+    assert resolve_path("r{rank}.jsonl") == "r3.jsonl"
+
+
+def test_report_path_problem_cases(tmp_path):
+    existing = tmp_path / "old.jsonl"
+    existing.write_text("")
+    assert report_path_problem(str(existing)) is None
+    assert report_path_problem(str(tmp_path / "new.jsonl")) is None
+    assert report_path_problem(str(tmp_path)) == f"{tmp_path} is a folder, not a file"
+    assert report_path_problem(str(existing / "r.jsonl")) == f"{existing} is a file, not a folder"
+
+
+def test_fleet_scope_is_normalised_and_non_text_refused():
+    assert Settings(fleet=" Node ").fleet == "node"
+    with pytest.raises(SettingsError, match="fleet=3 is not accepted: expected node or job"):
+        Settings(fleet=3)
+
+
+def test_parse_bool_word_names_the_bad_word():
+    with pytest.raises(ValueError, match=r"^maybe$"):
+        parse_bool_word("maybe")
+
+
+def test_accepted_says_whether_none_is_allowed():
+    assert accepted("min_sms") == "an integer >= 0"
+    assert accepted("max_choices") == "an integer >= 0 or None"
+
+
+def test_field_names_in_declaration_order():
+    names = Settings.field_names()
+    assert names[:3] == ("min_sms", "max_choices", "budget_s") and names[-1] == "fleet_timeout_s"
+    assert len(names) == len(dataclasses.fields(Settings))
+
+
+def test_from_env_reads_the_process_environment(monkeypatch):
+    monkeypatch.setenv("INDUCTOR_SM_OVERRIDE_MIN_SMS", "7")
+    assert Settings.from_env().min_sms == 7
+    assert Settings.from_env({}).min_sms == 0
+
+
+def test_env_layer_messages_and_blank_values(tmp_path):
+    assert env_layer({}) == {}
+    assert env_layer({"INDUCTOR_SM_OVERRIDE_MIN_SMS": "  "}) == {}
+    with pytest.raises(SettingsError, match="expected one of INDUCTOR_SM_OVERRIDE, "
+                                            "INDUCTOR_SM_OVERRIDE_MIN_SMS, "
+                                            "INDUCTOR_SM_OVERRIDE_MAX_CHOICES, "):
+        env_layer({"INDUCTOR_SM_OVERRIDE_MINSMS": "1"})
+    with pytest.raises(SettingsError) as bad_bool:
+        env_layer({"INDUCTOR_SM_OVERRIDE_VERIFY": "maybe"})
+    assert str(bad_bool.value) == ("INDUCTOR_SM_OVERRIDE_VERIFY='maybe' is not accepted: "
+                                   "expected one of 1/true/on/yes/0/false/off/no (any case)")
+    with pytest.raises(SettingsError) as bad_int:
+        env_layer({"INDUCTOR_SM_OVERRIDE_MIN_SMS": "many"})
+    assert str(bad_int.value) == ("INDUCTOR_SM_OVERRIDE_MIN_SMS='many' is not accepted: "
+                                  "expected an integer >= 0")
+    good = str(tmp_path / "r.jsonl")
+    assert env_layer({"INDUCTOR_SM_OVERRIDE_REPORT": good}) == {"report": good}
+    with pytest.raises(SettingsError) as folder:
+        env_layer({"INDUCTOR_SM_OVERRIDE_REPORT": str(tmp_path)})
+    assert str(folder.value) == (f"INDUCTOR_SM_OVERRIDE_REPORT={str(tmp_path)!r} is not "
+                                 f"accepted: {tmp_path} is a folder, not a file")
+
+
+def test_edit_distance():
+    assert _edits("kitten", "sitting") == 3
+    assert _edits("flaw", "lawn") == 2
+    assert _edits("", "abc") == 3 and _edits("abc", "") == 3 and _edits("abc", "abc") == 0
+
+
+def test_near_misses_and_their_line():
+    environ = {"INDUCTOR_SM_OVERIDE_MIN_SMS": "1", "inductor_sm_override": "1",
+               "INDUCTOR_SM_THING": "1", "PATH": "/bin", "INDUCTOR_SM_OVERRIDE_VERIFY": "1",
+               "MY_SM_OVERRIDES": "1"}
+    assert near_misses(environ) == {"INDUCTOR_SM_OVERIDE_MIN_SMS": "INDUCTOR_SM_OVERRIDE_MIN_SMS",
+                                    "inductor_sm_override": "INDUCTOR_SM_OVERRIDE"}
+    assert near_miss_line({"inductor_sm_override": "1", "PATH": "/bin"}) == (
+        "inductor_sm_override is not a variable of this package (ignored): did you mean "
+        "INDUCTOR_SM_OVERRIDE?")
+    two = near_miss_line({"inductor_sm_override": "1", "Inductor_SM_Override_Verify": "1"})
+    assert two.count("; ") == 1 and "did you mean INDUCTOR_SM_OVERRIDE_VERIFY?" in two
+    assert near_miss_line({"PATH": "/bin"}) is None
+
+
+# --- hooks/gate.py ---------------------------------------------------------------------------
+
+
+def test_torch_threshold_per_device_type():
+    assert gate.torch_threshold("xpu") == 16
+    assert gate.torch_threshold("cuda") == 68 == gate.torch_threshold("hip")
+
+
+def test_device_of_positional_keyword_and_default(monkeypatch):
+    assert gate._device_of((torch.device("cuda", 2),), {}) == torch.device("cuda", 2)
+    assert gate._device_of(("cuda:1",), {}) == torch.device("cuda", 1)
+    assert gate._device_of((), {"device": "cuda:1"}) == torch.device("cuda", 1)
+    import torch._inductor.utils as utils
+
+    monkeypatch.setattr(utils, "get_gpu_type", lambda: "xpu")
+    assert gate._device_of((3,), {}) == torch.device("xpu", 3)
+    assert gate._device_of((), {}) == torch.device("xpu", 0)
+
+    def broken():
+        raise RuntimeError("no GPU type")
+
+    monkeypatch.setattr(utils, "get_gpu_type", broken)
+    assert gate._device_of((2,), {}) == torch.device("cuda", 2)
+
+
+def test_note_publishes_the_gate_event_and_logs_once_per_device(monkeypatch, caplog):
+    seen = []
+    monkeypatch.setattr(events, "listeners", [seen.append])
+    monkeypatch.setattr(gate, "_logged", set())
+    settings = Settings()
+    caplog.set_level(logging.INFO, logger="inductor_sm_override")
+    gate._note(torch.device("cuda", 5), 46, 40, 68, True, settings)
+    assert seen == [{"event": "gate", "device": "cuda:5", "sms": 46, "threshold": 40,
+                     "torch_threshold": 68, "torch_answer": False, "answer": True}]
+    gate._note(torch.device("cuda", 5), 46, 40, 68, True, settings)  # logged once
+    gate._note(torch.device("cuda", 6), 46, 40, 68, True, settings)  # another device: again
+    gate._note(torch.device("cuda", 7), 68, 40, 68, True, settings)  # torch agrees: no line
+    assert seen[-1]["torch_answer"] is True
+    gate._note(torch.device("cuda", 8), 30, 40, 68, False, settings)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "inductor_sm_override: SM gate overridden for cuda:5 (46 SMs, "
+                       "threshold 40 instead of 68)"),
+        (logging.INFO, "inductor_sm_override: SM gate overridden for cuda:6 (46 SMs, "
+                       "threshold 40 instead of 68)"),
+        (logging.WARNING, "inductor_sm_override: cuda:8 has 30 SMs, below min_sms=40: "
+                          "max_autotune_gemm stays off"),
+    ]
+
+
+def test_note_writes_the_gate_event_to_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(gate, "_logged", set())
+    path = tmp_path / "r.jsonl"
+    with iso.override(report=str(path)):
+        gate._note(torch.device("cuda", 4), 46, 40, 68, True, state.current())
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert any(e.get("event") == "gate" and e.get("device") == "cuda:4" for e in lines)
+
+
+def test_simulated_sm_count_wrappers_pass_through_outside_simulation():
+    def echo(*args, **kwargs):
+        return args, kwargs
+
+    assert gate._simulated_max_sms(echo, None, (1,), {"d": 2}) == ((1,), {"d": 2})
+    assert gate._simulated_properties(echo, None, (1,), {"d": 2}) == ((1,), {"d": 2})
+    with iso.override():
+        assert gate._simulated_max_sms(echo, None, (1,), {"d": 2}) == ((1,), {"d": 2})
+    with iso.override(simulate_sms=20):
+        assert gate._simulated_max_sms(echo, None, (), {}) == 20
+        plain = object()  # no ``type`` field: not a GPU's properties, left alone
+        assert gate._simulated_properties(lambda: plain, None, (), {}) is plain
