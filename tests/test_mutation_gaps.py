@@ -4,11 +4,14 @@ that survived the rest of the fast suite. Plain unit tests, no compile, no subpr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import math
 import os
 import pathlib
 import types
+import warnings
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ import inductor_sm_override as iso
 from inductor_sm_override.core import events, state
 from inductor_sm_override.core.budget import PRIOR_S_PER_CHOICE, Budget
 from inductor_sm_override.core.errors import SettingsError
+from inductor_sm_override.core.patching import Append, Patch, PatchSet
 from inductor_sm_override.core.settings import (
     Settings,
     _edits,
@@ -290,3 +294,127 @@ def test_simulated_sm_count_wrappers_pass_through_outside_simulation():
         assert gate._simulated_max_sms(echo, None, (), {}) == 20
         plain = object()  # no ``type`` field: not a GPU's properties, left alone
         assert gate._simulated_properties(lambda: plain, None, (), {}) is plain
+
+
+def test_compare_early_outcomes_report_the_tolerances_used():
+    from inductor_sm_override.checks.verify import Check, compare
+
+    z23, z32 = torch.zeros(2, 3), torch.zeros(3, 2)
+    assert compare(z23, z32, rtol=0.1, atol=0.5) == Check(
+        False, math.inf, math.inf, 0.1, 0.5, "shape (2, 3) != reference (3, 2)")
+    assert compare(z23, z32, rtol=0.1).atol == 0.0
+    empty = torch.zeros(0, 3)
+    assert compare(empty, empty, rtol=0.1) == Check(True, 0.0, 0.0, 0.1, 0.0)
+    assert compare(empty, empty, rtol=0.1, atol=0.5) == Check(True, 0.0, 0.0, 0.1, 0.5)
+    assert not compare(torch.tensor([1.0]), torch.tensor([5.0])).passed  # one element
+
+
+def test_compare_relative_error_is_against_the_reference_rms():
+    from inductor_sm_override.checks.verify import compare
+
+    one = compare(torch.tensor([3.0]), torch.tensor([4.0]), rtol=0.0, atol=5.0)
+    assert one.passed and one.max_abs == 1.0 and one.max_rel == pytest.approx(0.25)
+    small = compare(torch.tensor([0.25]), torch.tensor([0.5]), rtol=0.0, atol=5.0)
+    assert small.max_rel == pytest.approx(0.5)  # RMS 0.5, not clamped up to 1
+
+
+def test_a_user_atol_applies_to_integer_outputs():
+    from inductor_sm_override.checks.verify import compare
+
+    ints = torch.arange(6, dtype=torch.int32)
+    assert not compare(ints + 1, ints).passed
+    assert compare(ints + 1, ints, atol=1.0).passed
+
+
+def test_wide_dtype_for_the_comparison():
+    from inductor_sm_override.checks.verify import _wide_dtype
+
+    def t(dtype, device="cpu"):
+        return types.SimpleNamespace(dtype=dtype, device=types.SimpleNamespace(type=device))
+
+    assert _wide_dtype(t(torch.float16), t(torch.float16)) == torch.float32
+    assert _wide_dtype(t(torch.float32), t(torch.float32)) == torch.float32
+    assert _wide_dtype(t(torch.complex64), t(torch.complex64)) == torch.float32
+    assert _wide_dtype(t(torch.float16), t(torch.float64)) == torch.float64
+    assert _wide_dtype(t(torch.float64), t(torch.float32)) == torch.float64
+    assert _wide_dtype(t(torch.int32), t(torch.int32)) == torch.float64
+    assert _wide_dtype(t(torch.int32, "mps"), t(torch.int32)) == torch.float32  # no fp64
+    assert _wide_dtype(t(torch.float64), t(torch.float64, "mps")) == torch.float32
+
+
+# --- core/patching.py ------------------------------------------------------------------------
+
+
+def test_patchset_adopts_a_newcomer_and_leaves_it_on_release():
+    target = types.ModuleType("target")
+    target.f, target.g = "f0", "g0"
+    owner = types.SimpleNamespace(hooks=[])
+    patches = PatchSet(lambda: [Append(owner, "hooks", "h"), Patch(target, "g", "g1"),
+                                Patch(target, "f", "mine")])
+
+    def wrap(present):
+        return ("wrapped", present)
+
+    patches.acquire()
+    assert patches.adopt(target, "f", wrap) is None  # still this set's own value
+    assert patches.adopt(owner, "hooks", wrap) is None  # appends are never adopted
+    assert patches.adopt(target, "unknown", wrap) is None
+    target.f = "theirs"
+    assert patches.adopt(target, "f", wrap) == "theirs"
+    assert target.f == ("wrapped", "theirs") and target.g == "g1"
+    assert patches.adopt(target, "f", wrap) is None  # the wrapper is now this set's value
+    patches.release()
+    assert target.f == "theirs" and target.g == "g0" and owner.hooks == []
+
+
+def test_patchset_adopt_ignores_a_deleted_attribute():
+    target = types.ModuleType("target")
+    target.f = "f0"
+    patches = PatchSet(lambda: [Patch(target, "f", "mine")])
+    patches.acquire()
+    del target.f
+    assert patches.adopt(target, "f", lambda present: ("wrapped", present)) is None
+    assert "f" not in vars(target)
+    patches.release()
+    assert target.f == "f0"
+
+
+# --- hooks/gate.py: a gate another library replaced while the override holds it -------------
+
+
+@functools.lru_cache(None)
+def _newcomer_gate(index):
+    return False  # like Unsloth's: its own rule, cached
+
+
+def test_status_adopts_a_replaced_gate_once_and_leaves_it_in_place(fake_gpu, monkeypatch):
+    import torch._inductor.utils as utils
+
+    monkeypatch.setattr(gate, "_replaced", {})
+    monkeypatch.setattr(gate, "_warned_replacements", set())
+    original = vars(utils)["is_big_gpu"]
+    where = "torch._inductor.utils.is_big_gpu"
+    who = f"{__name__}._newcomer_gate"
+    try:
+        with iso.override(min_sms=40):
+            utils.is_big_gpu = _newcomer_gate
+            assert utils.is_big_gpu(0) is False and _newcomer_gate.cache_info().currsize == 1
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert iso.status()["gate_replaced_by"] == {where: who}
+                assert iso.status()["gate_replaced_by"] == {where: who}
+            (warning,) = [w for w in caught if "was replaced by" in str(w.message)]
+            assert warning.category is RuntimeWarning
+            assert str(warning.message) == (
+                f"inductor_sm_override: {where} was replaced by {who} (module {__name__}) "
+                "while the override held it; the override now wraps that function (it still "
+                "answers outside override settings) and leaves it in place when the override "
+                "ends")
+            assert _newcomer_gate.cache_info().currsize == 0  # its cached answers cleared
+            assert utils.is_big_gpu.__wrapped__ is _newcomer_gate
+            assert utils.is_big_gpu(0) is True  # 46 SMs >= min_sms=40: the override's rule
+        assert utils.is_big_gpu is _newcomer_gate
+        assert gate.replacements() == {where: who}
+    finally:
+        utils.is_big_gpu = original
+        _newcomer_gate.cache_clear()
