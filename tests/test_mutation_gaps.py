@@ -418,3 +418,65 @@ def test_status_adopts_a_replaced_gate_once_and_leaves_it_in_place(fake_gpu, mon
     finally:
         utils.is_big_gpu = original
         _newcomer_gate.cache_clear()
+
+
+# --- policy/search.py (shared-memory helpers the selector's pruning uses) ---------------------
+
+
+def test_smem_bytes_counts_every_stage_of_both_tiles_plus_the_barriers():
+    from inductor_sm_override.policy.search import SMEM_EXTRA_BYTES, TileConfig, smem_bytes
+
+    assert SMEM_EXTRA_BYTES == 128
+    # 3 stages * (64 + 32) rows * 16 deep * 2 bytes + 128
+    assert smem_bytes(TileConfig(64, 32, 16, num_stages=3), 2) == 3 * 96 * 16 * 2 + 128
+    assert smem_bytes(TileConfig(16, 128, 64, num_stages=1), 4) == 144 * 64 * 4 + 128
+
+
+def test_device_smem_limit_prefers_the_opt_in_limit(monkeypatch):
+    from inductor_sm_override.policy import search
+
+    seen = []
+
+    def props(device):
+        seen.append(device)
+        return types.SimpleNamespace(**fields)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", props)
+    fields = {"shared_memory_per_block_optin": 232448, "shared_memory_per_block": 49152}
+    assert search.device_smem_limit("cuda:1") == 232448
+    assert seen == [torch.device("cuda", 1)]
+    fields = {"shared_memory_per_block_optin": 0, "shared_memory_per_block": 49152}
+    assert search.device_smem_limit("cuda") == 49152
+    fields = {"shared_memory_per_block_optin": None, "shared_memory_per_block": 1}
+    assert search.device_smem_limit("cuda") == 1
+    fields = {"shared_memory_per_block": 0}
+    assert search.device_smem_limit("cuda") is None
+    fields = {"shared_memory_per_block_optin": 1.5e5}
+    assert search.device_smem_limit("cuda") is None
+
+    def broken(device):
+        raise RuntimeError("no CUDA")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", broken)
+    assert search.device_smem_limit("cuda") is None
+
+
+# --- hooks/gate.py: torch.cuda.get_device_properties under simulate_sms --------------------------
+
+
+def test_simulated_cuda_properties_replace_only_the_sm_count():
+    real = types.SimpleNamespace(multi_processor_count=132, name="H100", major=9)
+
+    def wrapped(*args, **kwargs):
+        assert (args, kwargs) == ((0,), {"x": 1})
+        return real
+
+    assert gate._simulated_cuda_properties(wrapped, None, (0,), {"x": 1}) is real
+    with iso.override():
+        assert gate._simulated_cuda_properties(wrapped, None, (0,), {"x": 1}) is real
+    with iso.override(simulate_sms=46):
+        props = gate._simulated_cuda_properties(wrapped, None, (0,), {"x": 1})
+    assert props.multi_processor_count == 46
+    assert props.name == "H100" and props.major == 9
+    assert props.__wrapped__ is real
+    assert gate._SimulatedProperties(real, 7).multi_processor_count == 7
