@@ -480,3 +480,56 @@ def test_simulated_cuda_properties_replace_only_the_sm_count():
     assert props.name == "H100" and props.major == 9
     assert props.__wrapped__ is real
     assert gate._SimulatedProperties(real, 7).multi_processor_count == 7
+
+
+def test_occupancy_is_limited_by_each_resource_in_turn():
+    from inductor_sm_override.policy.search import Problem, TileConfig, occupancy
+
+    bytes1 = Problem(64, 64, 64, itemsize=1)
+    # threads: 4 warps = 128 threads -> 1536 // 128 = 12 (registers would allow 15)
+    assert occupancy(TileConfig(16, 16, 16, 4, 1), bytes1) == 12
+    assert occupancy(TileConfig(16, 16, 16, 3, 1), bytes1) == 16  # 96 threads: the cap
+    r = occupancy(TileConfig(16, 16, 16, 5, 1), bytes1)  # 160 threads: 1536 // 160 = 9
+    assert r == 9 and isinstance(r, int)
+    # registers: 96 threads, 32 + 1024 // 96 = 42 per thread -> 65536 // 4032 = 16
+    assert occupancy(TileConfig(16, 64, 16, 3, 1), bytes1) == 16
+    # 32 + 2048 // 96 = 53 per thread -> 65536 // 5088 = 12
+    r = occupancy(TileConfig(16, 128, 16, 3, 1), bytes1)
+    assert r == 12 and isinstance(r, int)
+    # one warp: 48 by threads, 51 by registers, 200 by shared memory: the cap of 16
+    assert occupancy(TileConfig(16, 16, 16, 1, 1), bytes1) == 16
+    # shared memory: 2 stages * 256 * 64 * 2 bytes = 65536 -> 102400 // 65536 = 1
+    assert occupancy(TileConfig(128, 128, 64, 4, 2), Problem(64, 64, 64)) == 1
+    # no stages parsed: nothing to hold in shared memory, the other limits decide
+    assert occupancy(TileConfig(16, 16, 16, 4, 0), bytes1) == 12
+
+
+def test_estimate_is_waves_times_tile_work_over_efficiency():
+    from inductor_sm_override.policy.search import Problem, TileConfig, estimate
+
+    # 3 * 4 * 4 = 48 tiles, 0 SMs counted as 1, 16 resident -> 3 waves; work 16*16*4*16;
+    # efficiency (256 / 32) / 96
+    assert estimate(TileConfig(16, 16, 16, 1, 1), Problem(64, 64, 64, batch=3, itemsize=1, sms=0)) \
+        == pytest.approx(3 * 16384 * 12)
+    assert estimate(TileConfig(16, 16, 16, 1, 1), Problem(64, 64, 64, itemsize=1, sms=0)) \
+        == pytest.approx(16384 * 12)
+    # K = 100 padded to 7 * 16
+    assert estimate(TileConfig(16, 16, 16, 1, 1), Problem(64, 64, 100, itemsize=1, sms=1)) \
+        == pytest.approx(16 * 16 * 7 * 16 * 12)
+    # intensity 128 > 96: efficiency is capped at 1
+    assert estimate(TileConfig(256, 256, 16, 8, 1), Problem(512, 512, 64, itemsize=1, sms=4)) \
+        == pytest.approx(256 * 256 * 64)
+
+
+def test_problem_from_reads_get_size_first_and_falls_back_to_size():
+    from inductor_sm_override.policy.search import Problem, problem_from
+
+    def node(*size):
+        return types.SimpleNamespace(get_size=lambda: list(size))
+
+    a, b = node(2, 64, 48), node(2, 48, 32)
+    layout = types.SimpleNamespace(get_size=lambda: [2, 64, 32], dtype=torch.float32)
+    assert problem_from(layout, [a, b], 7) == Problem(m=64, n=32, k=48, batch=2, itemsize=4, sms=7)
+    sized = types.SimpleNamespace(size=(64, 32))  # no get_size, no dtype
+    assert problem_from(sized, [a, b], 7) == Problem(m=64, n=32, k=48, batch=1, itemsize=2, sms=7)
+    assert problem_from(None, [a, b], 7) is None
