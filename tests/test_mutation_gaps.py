@@ -533,3 +533,21 @@ def test_problem_from_reads_get_size_first_and_falls_back_to_size():
     sized = types.SimpleNamespace(size=(64, 32))  # no get_size, no dtype
     assert problem_from(sized, [a, b], 7) == Problem(m=64, n=32, k=48, batch=1, itemsize=2, sms=7)
     assert problem_from(None, [a, b], 7) is None
+
+
+def test_problem_from_needs_an_input_whose_last_dim_is_n():
+    from inductor_sm_override.policy.search import Problem, problem_from
+
+    def node(*size):
+        return types.SimpleNamespace(get_size=lambda: list(size))
+
+    def symbolic():
+        raise TypeError("symbolic size")
+
+    layout = types.SimpleNamespace(size=(64, 32))
+    assert problem_from(layout, [node(64, 48), node(48, 16)], 1) is None  # no input ends in N
+    assert problem_from(layout, [node(64, 48)], 1) is None
+    # a symbolic input and a 1-d one are skipped, not read
+    found = problem_from(layout, [node(64, 48), node(48, 32), types.SimpleNamespace(get_size=symbolic),
+                                  node(32)], 1)
+    assert found == Problem(m=64, n=32, k=48, sms=1)
