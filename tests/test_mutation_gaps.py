@@ -551,3 +551,19 @@ def test_problem_from_needs_an_input_whose_last_dim_is_n():
     found = problem_from(layout, [node(64, 48), node(48, 32), types.SimpleNamespace(get_size=symbolic),
                                   node(32)], 1)
     assert found == Problem(m=64, n=32, k=48, sms=1)
+
+
+def test_parse_config_defaults_warps_and_stages_and_needs_all_three_blocks():
+    from inductor_sm_override.policy.search import TileConfig, parse_config
+
+    def choice(text):
+        return types.SimpleNamespace(description=text)
+
+    assert parse_config(choice("BLOCK_M=16, BLOCK_N=32, BLOCK_K=64")) == TileConfig(16, 32, 64, 4, 2)
+    assert parse_config(choice("BLOCK_K: 64 BLOCK_N: 32 BLOCK_M: 16 num_stages=3")) \
+        == TileConfig(16, 32, 64, num_warps=4, num_stages=3)
+    assert parse_config(choice("BLOCK_M=16, BLOCK_N=32, num_warps=8")) is None
+    assert parse_config(choice("BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, num_warps=8")) \
+        == TileConfig(16, 32, 64, num_warps=8, num_stages=2)
+    assert parse_config(object()) is None  # no description at all
+    assert parse_config(choice(None)) is None
