@@ -15,11 +15,13 @@ STAMP := $(VENV)/.installed
 MATRIX ?= 2.11.0 2.15.0
 MATRIX_CACHE ?= $(HOME)/.cache/inductor_sm_override/venvs
 # Heaviest framework tests, and those of this project's own tools (benchmark smoke runs, the
-# demo, the docs' examples), which drive torch only through code the rest of the suite already
-# runs on every release: run by `make test` (default release) only; skipped with a printed
-# reason in the matrix (see tests/matrix_plugin.py). MATRIX_SKIP= runs them too.
+# demo, the docs' examples, the report and CLI, the start-up hook's install paths and child
+# processes, the layout check), which drive torch only through code the rest of the suite
+# already runs on every release: run by `make test` (default release) only; skipped with a
+# printed reason in the matrix (see tests/matrix_plugin.py). MATRIX_SKIP= runs them too.
 MATRIX_SKIP ?= test_hf_models.py test_recipes.py test_benchmarks_smoke.py test_demo.py \
-  test_docs_examples.py
+  test_docs_examples.py test_env_hook.py test_report_cli.py test_report_robust.py \
+  test_cli_errors.py test_architecture.py
 # Skipped on one release only: the newest skips the cross-process Redis and torchrun fleet
 # tests (each starts 4-8 Python processes; ~5 min there), which run on 2.13 and 2.11, and
 # the distributed-autotuning torchrun test: torch 2.15's gloo can deadlock inside Inductor's
