@@ -567,3 +567,38 @@ def test_parse_config_defaults_warps_and_stages_and_needs_all_three_blocks():
         == TileConfig(16, 32, 64, num_warps=8, num_stages=2)
     assert parse_config(object()) is None  # no description at all
     assert parse_config(choice(None)) is None
+
+
+def test_describe_names_module_and_qualified_name():
+    class Holder:
+        def method(self):
+            pass
+
+    assert gate._describe(Holder.method) == (
+        f"{__name__}.test_describe_names_module_and_qualified_name.<locals>.Holder.method")
+    assert gate._describe(types.SimpleNamespace(__module__="m", __name__="plain")) == "m.plain"
+    assert gate._describe(types.SimpleNamespace(__module__="m")) == "m"
+    assert gate._describe(object()) == "?"
+
+
+def test_adopt_replacements_looks_at_every_site(monkeypatch):
+    monkeypatch.setattr(gate, "_replaced", {})
+    monkeypatch.setattr(gate, "_warned_replacements", set())
+    first, second = types.ModuleType("site_a"), types.ModuleType("site_b")
+    newcomer = object()  # no module, no name: described as "?"
+    calls = []
+
+    class Patches:
+        def adopt(self, site, name, wrap):
+            calls.append((site, name))
+            return newcomer if site is second else None
+
+    plan = types.SimpleNamespace(sites=(first, second))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert gate.adopt_replacements(plan, Patches()) == {"site_b.is_big_gpu": "?"}
+        assert gate.adopt_replacements(plan, Patches()) == {"site_b.is_big_gpu": "?"}
+    assert calls == [(first, "is_big_gpu"), (second, "is_big_gpu")] * 2
+    (warning,) = [w for w in caught if "was replaced by" in str(w.message)]
+    assert str(warning.message).startswith(
+        "inductor_sm_override: site_b.is_big_gpu was replaced by ? (module ?) while the override")
