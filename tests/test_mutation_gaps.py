@@ -602,3 +602,45 @@ def test_adopt_replacements_looks_at_every_site(monkeypatch):
     (warning,) = [w for w in caught if "was replaced by" in str(w.message)]
     assert str(warning.message).startswith(
         "inductor_sm_override: site_b.is_big_gpu was replaced by ? (module ?) while the override")
+
+
+# --- checks/verify.py: default tolerances off the table, the failure outcomes in full ----------
+
+
+def test_default_tolerances_of_dtypes_outside_the_table():
+    from inductor_sm_override.checks.verify import DEFAULT_TOLERANCES, EXACT, default_tolerances
+
+    assert default_tolerances(torch.bool) == EXACT
+    assert default_tolerances(torch.int16) == EXACT
+    assert default_tolerances(torch.complex64) == DEFAULT_TOLERANCES["float32"]
+    assert default_tolerances(torch.float16, 4096) == (2e-2, pytest.approx(4e-2))
+
+
+def test_compare_failures_report_every_field():
+    from inductor_sm_override.checks.verify import Check, compare
+
+    nan = float("nan")
+    assert compare(torch.tensor([nan, 1.0]), torch.tensor([1.0, 1.0]), rtol=0.1, atol=0.5) == Check(
+        False, math.inf, math.inf, 0.1, 0.5, "1 NaN/Inf values where the reference is finite")
+    # the reference's Inf is not reproduced; the finite element is 0.5 off, RMS of [2.0] is 2
+    assert compare(torch.tensor([1.0, 2.5]), torch.tensor([math.inf, 2.0]), rtol=0.1,
+                   atol=1.0) == Check(False, 0.5, 0.25, 0.1, 1.0,
+                                      "non-finite reference values not reproduced")
+    over = compare(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 2.0]), rtol=0.0, atol=0.5)
+    assert over == Check(False, 1.0, pytest.approx(1 / math.sqrt(2.5)), 0.0, 0.5,
+                         "1 of 2 values off by up to 1 (atol 0.5, rtol 0)")
+    same = compare(torch.tensor([1.0, math.inf, nan]), torch.tensor([1.0, math.inf, nan]), rtol=0.0,
+                   atol=0.0)
+    assert same == Check(True, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_compare_adds_the_slack_in_the_comparison_dtype():
+    from inductor_sm_override.checks.verify import compare
+
+    a, e, nan = torch.tensor([2.0, 5.0]), torch.tensor([1.0, 5.0]), float("nan")
+    # float32 arithmetic: 1 - 1e-12 rounds to 1.0, which covers the error of 1.0
+    slack = torch.tensor([1.0 - 1e-12, 0.0], dtype=torch.float64)
+    assert compare(a, e, rtol=0.0, atol=0.0, slack=slack).passed
+    assert not compare(a, e, rtol=0.0, atol=0.0, slack=torch.tensor([0.5, 0.0])).passed
+    assert compare(a, e, rtol=0.0, atol=0.0, slack=torch.tensor([nan, 0.0])).max_abs == 1.0
+    assert not compare(a, e, rtol=0.0, atol=0.0, slack=torch.tensor([nan, 0.0])).passed
