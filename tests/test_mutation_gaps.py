@@ -548,8 +548,8 @@ def test_problem_from_needs_an_input_whose_last_dim_is_n():
     assert problem_from(layout, [node(64, 48), node(48, 16)], 1) is None  # no input ends in N
     assert problem_from(layout, [node(64, 48)], 1) is None
     # a symbolic input and a 1-d one are skipped, not read
-    found = problem_from(layout, [node(64, 48), node(48, 32), types.SimpleNamespace(get_size=symbolic),
-                                  node(32)], 1)
+    odd = types.SimpleNamespace(get_size=symbolic)
+    found = problem_from(layout, [node(64, 48), node(48, 32), odd, node(32)], 1)
     assert found == Problem(m=64, n=32, k=48, sms=1)
 
 
@@ -559,7 +559,7 @@ def test_parse_config_defaults_warps_and_stages_and_needs_all_three_blocks():
     def choice(text):
         return types.SimpleNamespace(description=text)
 
-    assert parse_config(choice("BLOCK_M=16, BLOCK_N=32, BLOCK_K=64")) == TileConfig(16, 32, 64, 4, 2)
+    assert parse_config(choice("BLOCK_M=16, BLOCK_N=32, BLOCK_K=64")) == TileConfig(16, 32, 64)
     assert parse_config(choice("BLOCK_K: 64 BLOCK_N: 32 BLOCK_M: 16 num_stages=3")) \
         == TileConfig(16, 32, 64, num_warps=4, num_stages=3)
     assert parse_config(choice("BLOCK_M=16, BLOCK_N=32, num_warps=8")) is None
