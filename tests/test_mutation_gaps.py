@@ -644,3 +644,29 @@ def test_compare_adds_the_slack_in_the_comparison_dtype():
     assert not compare(a, e, rtol=0.0, atol=0.0, slack=torch.tensor([0.5, 0.0])).passed
     assert compare(a, e, rtol=0.0, atol=0.0, slack=torch.tensor([nan, 0.0])).max_abs == 1.0
     assert not compare(a, e, rtol=0.0, atol=0.0, slack=torch.tensor([nan, 0.0])).passed
+
+
+# --- core/settings.py: near misses ----------------------------------------------------------
+
+
+def test_edit_distance_counts_a_deletion_as_one():
+    assert _edits("ab", "a") == 1
+    assert _edits("abcd", "abd") == 1 and _edits("abcd", "bc") == 2
+
+
+def test_near_misses_by_either_fragment_and_up_to_two_edits():
+    # a zero for an O: only one of the fragments INDUCTORSM and SMOVER is still there
+    assert near_misses({"INDUCTOR_SM_0VERRIDE": "1"}) == {
+        "INDUCTOR_SM_0VERRIDE": "INDUCTOR_SM_OVERRIDE"}
+    assert near_misses({"INDUCT0R_SM_OVERRIDE": "1"}) == {
+        "INDUCT0R_SM_OVERRIDE": "INDUCTOR_SM_OVERRIDE"}
+    # compared in upper case: the lower-case name is one edit from MIN_SMS
+    assert near_misses({"inductor_sm_override_minsms": "1"}) == {
+        "inductor_sm_override_minsms": "INDUCTOR_SM_OVERRIDE_MIN_SMS"}
+    assert near_misses({"INDUCTOR_SM_OVERIDE_MIN_SM": "1"}) == {
+        "INDUCTOR_SM_OVERIDE_MIN_SM": "INDUCTOR_SM_OVERRIDE_MIN_SMS"}  # two edits
+    assert near_misses({"INDUCTOR_SM_OVRIDE_MIN_SM": "1"}) == {}  # three
+    line = near_miss_line({"inductor_sm_override": "1", "INDUCTOR_SM_OVERIDE_MIN_SM": "1"})
+    assert line == ("inductor_sm_override is not a variable of this package (ignored): did you "
+                    "mean INDUCTOR_SM_OVERRIDE?; INDUCTOR_SM_OVERIDE_MIN_SM is not a variable of "
+                    "this package (ignored): did you mean INDUCTOR_SM_OVERRIDE_MIN_SMS?")
