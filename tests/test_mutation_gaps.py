@@ -670,3 +670,52 @@ def test_near_misses_by_either_fragment_and_up_to_two_edits():
     assert line == ("inductor_sm_override is not a variable of this package (ignored): did you "
                     "mean INDUCTOR_SM_OVERRIDE?; INDUCTOR_SM_OVERIDE_MIN_SM is not a variable of "
                     "this package (ignored): did you mean INDUCTOR_SM_OVERRIDE_MIN_SMS?")
+
+
+# --- hooks/gate.py: the gate wrapper and build_patches ----------------------------------------
+
+
+def _recording_gate(plan):
+    import wrapt
+
+    calls = []
+
+    def torch_gate(*args, **kwargs):
+        calls.append((args, kwargs))
+        return "torch's answer"
+
+    return wrapt.FunctionWrapper(torch_gate, gate._make_gate(plan)), calls
+
+
+def test_the_gate_defers_to_torch_with_the_same_arguments(fake_gpu, monkeypatch):
+    from inductor_sm_override.torch_plan import compat
+
+    wrapped, calls = _recording_gate(compat.current_plan())
+    assert wrapped(3, flag=1) == "torch's answer"  # outside override settings
+    monkeypatch.setattr(torch.version, "hip", "6.0")
+    with iso.override(min_sms=40):
+        assert wrapped(2, flag=0) == "torch's answer"  # ROCm: torch's own rule
+    assert calls == [((3,), {"flag": 1}), ((2,), {"flag": 0})]
+
+
+def test_the_gate_judges_the_device_it_is_asked_about(tmp_path, monkeypatch):
+    from inductor_sm_override.testing import fake_cuda_device
+    from inductor_sm_override.torch_plan import compat, hardware
+
+    monkeypatch.setattr(gate, "_logged", set())
+    monkeypatch.setattr(hardware, "_warned", set())
+    path = tmp_path / "r.jsonl"
+    with fake_cuda_device(46, major=7, minor=5, count=3, name="Tesla T4"):
+        wrapped, calls = _recording_gate(compat.current_plan())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with iso.override(min_sms=40, report=str(path)):
+                assert wrapped(1) is True
+                assert wrapped(device=2) is True
+    assert calls == []
+    gates = [json.loads(line) for line in path.read_text().splitlines()]
+    gates = [e for e in gates if e.get("event") == "gate"]
+    assert [(e["device"], e["sms"], e["threshold"], e["torch_threshold"], e["answer"])
+            for e in gates] == [("cuda:1", 46, 40, 68, True), ("cuda:2", 46, 40, 68, True)]
+    notes = [w for w in caught if "Tesla T4 is sm_75" in str(w.message)]
+    assert len(notes) == 2  # pre-Ampere: one warning per device asked about
