@@ -719,3 +719,90 @@ def test_the_gate_judges_the_device_it_is_asked_about(tmp_path, monkeypatch):
             for e in gates] == [("cuda:1", 46, 40, 68, True), ("cuda:2", 46, 40, 68, True)]
     notes = [w for w in caught if "Tesla T4 is sm_75" in str(w.message)]
     assert len(notes) == 2  # pre-Ampere: one warning per device asked about
+
+
+def test_build_patches_wraps_what_each_site_holds(monkeypatch):
+    def torch_gate(*args):
+        return "torch"
+
+    def other_gate(*args):
+        return "other"
+
+    site_a, site_b, site_c, site_d = (types.ModuleType(n) for n in "abcd")
+    site_a.is_big_gpu, site_b.is_big_gpu, site_d.is_big_gpu = torch_gate, other_gate, 3
+
+    class Props:
+        create = staticmethod(lambda device: types.SimpleNamespace(type="cuda",
+                                                                  multi_processor_count=132))
+
+    class Owner:
+        get_max_num_sms = staticmethod(lambda: 132)
+
+    def cuda_props(device):
+        return types.SimpleNamespace(multi_processor_count=132, name="H100")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", cuda_props)
+    plan = types.SimpleNamespace(gate=torch_gate, sites=(site_a, site_b, site_c, site_d),
+                                 device_properties=Props, max_sms_owner=Owner)
+    patches = gate.build_patches(plan)
+    assert [(p.target, p.name) for p in patches] == [
+        (torch.cuda, "get_device_properties"), (site_a, "is_big_gpu"), (site_b, "is_big_gpu"),
+        (site_c, "is_big_gpu"), (site_d, "is_big_gpu"), (Props, "create"),
+        (Owner, "get_max_num_sms")]
+    cuda, a, b, c, d, create, max_sms = (p.new for p in patches)
+    assert cuda.__wrapped__ is cuda_props and create.__wrapped__ is vars(Props)["create"]
+    assert max_sms.__wrapped__ is vars(Owner)["get_max_num_sms"]
+    assert a.__wrapped__ is torch_gate and b.__wrapped__ is other_gate
+    assert c is a and d is a  # no gate there (or not a function): one wrapper of plan.gate
+    assert (a(0), b(0), cuda(0).multi_processor_count, max_sms()) == ("torch", "other", 132, 132)
+    with iso.override(simulate_sms=20):
+        assert cuda(0).multi_processor_count == 20 and cuda(0).name == "H100"
+        assert max_sms() == 20
+    bare = types.SimpleNamespace(gate=torch_gate, sites=(site_a,), device_properties=None,
+                                 max_sms_owner=None)
+    assert [(p.target, p.name) for p in gate.build_patches(bare)] == [(site_a, "is_big_gpu")]
+    monkeypatch.delattr(torch.cuda, "get_device_properties")
+    assert [(p.target, p.name) for p in gate.build_patches(plan)][0] == (site_a, "is_big_gpu")
+
+
+def test_clear_caches_clears_every_cached_answer():
+    @functools.lru_cache(None)
+    def torch_gate(index):
+        return True
+
+    @functools.lru_cache(None)
+    def other_gate(index):
+        return False
+
+    @functools.lru_cache(None)
+    def create(cls, device):
+        return device
+
+    @functools.lru_cache(None)
+    def get_max_num_sms():
+        return 46
+
+    def plain(index):
+        return True
+
+    site_a, site_b, site_c = (types.ModuleType(n) for n in "abc")
+    site_a.is_big_gpu, site_b.is_big_gpu, site_c.is_big_gpu = torch_gate, other_gate, plain
+
+    class Props:
+        pass
+
+    Props.create = classmethod(create)
+    owner = types.SimpleNamespace(get_max_num_sms=get_max_num_sms)
+    plan = types.SimpleNamespace(gate=torch_gate, sites=(site_a, site_b, site_c),
+                                 device_properties=Props, max_sms_owner=owner)
+    for cached in (torch_gate, other_gate):
+        cached(0)
+    Props.create(0)
+    get_max_num_sms()
+    gate.clear_caches(plan)
+    assert [f.cache_info().currsize for f in (torch_gate, other_gate, create, get_max_num_sms)] \
+        == [0, 0, 0, 0]
+    torch_gate(0)
+    gate.clear_caches(types.SimpleNamespace(gate=None, sites=(site_a,), device_properties=None,
+                                            max_sms_owner=None))
+    assert torch_gate.cache_info().currsize == 0  # what the site holds, even without plan.gate
