@@ -762,7 +762,7 @@ def test_build_patches_wraps_what_each_site_holds(monkeypatch):
                                  max_sms_owner=None)
     assert [(p.target, p.name) for p in gate.build_patches(bare)] == [(site_a, "is_big_gpu")]
     monkeypatch.delattr(torch.cuda, "get_device_properties")
-    assert [(p.target, p.name) for p in gate.build_patches(plan)][0] == (site_a, "is_big_gpu")
+    assert next((p.target, p.name) for p in gate.build_patches(plan)) == (site_a, "is_big_gpu")
 
 
 def test_clear_caches_clears_every_cached_answer():
@@ -806,3 +806,23 @@ def test_clear_caches_clears_every_cached_answer():
     gate.clear_caches(types.SimpleNamespace(gate=None, sites=(site_a,), device_properties=None,
                                             max_sms_owner=None))
     assert torch_gate.cache_info().currsize == 0  # what the site holds, even without plan.gate
+
+
+# --- core/patching.py -------------------------------------------------------------------------
+
+
+def test_a_failing_edge_is_logged_with_its_traceback_and_never_raises(caplog):
+    def broken():
+        raise RuntimeError("cache gone")
+
+    owner = types.SimpleNamespace(hooks=[])
+    patches = PatchSet(lambda: [Append(owner, "hooks", "mine")], broken)
+    caplog.set_level(logging.DEBUG, logger="inductor_sm_override")
+    patches.acquire()
+    assert owner.hooks == ["mine"]
+    del owner.hooks  # someone removed the hook list meanwhile: nothing to take out
+    patches.release()
+    assert not patches.installed and patches.count == 0
+    failed = [r for r in caplog.records if r.getMessage() == "cache clearing failed"]
+    assert len(failed) == 2 and all(r.levelno == logging.DEBUG for r in failed)
+    assert all(r.exc_info and r.exc_info[0] is RuntimeError for r in failed)
