@@ -8,7 +8,8 @@ one intra-op thread per rank, all ranks of one node sharing one fresh Inductor c
 by default) of tests/fleet_rank_probe.py: an MLP with frozen weights under ``torch.no_grad()``
 and mkldnn on (torch's CPU default: each GEMM is a ``packed_linear`` Inductor autotunes, C++
 template vs MKL, and Inductor bypasses its FX graph cache) compiled under ``iso.override()``,
-the ranks starting together (a barrier). ``--smoke``: 32 wide, 1 GEMM, 2 ranks; else two
+the ranks starting together (a barrier). ``--smoke``: 32 wide, 1 GEMM, 2 ranks, without the
+old design; else two
 MLPs of 4 GEMMs: 64 wide at batch 8 (here the C++ template wins: a decided op is checked
 against MKL on each follower) and 256 wide at batch 64 (MKL wins: a decided op is the
 reference itself, run unbenchmarked).
@@ -154,7 +155,7 @@ def main() -> int:
     counts = args.ranks or ([2] if args.smoke else [2, 4])
     rows, load_before = [], os.getloadavg()  # others' load on these cores, 1/5/15 min
     with tempfile.TemporaryDirectory(prefix="iso-fleet-bench-") as tmp:
-        old = old_package(Path(tmp))
+        old = None if args.smoke else old_package(Path(tmp))  # the smoke: the new modes only
         modes = [("every rank", {}, None), ("decisions", FLEET, None)]
         modes += [(f"graph leader ({OLD})", FLEET, old)] if old else []
         for index, (label, model) in enumerate(models.items()):
@@ -179,7 +180,8 @@ def main() -> int:
                      "after": [round(x, 2) for x in os.getloadavg()]},
         "models": {label: {**m, "dtype": "torch.float32", "freezing": True, "mkldnn": True}
                    for label, m in models.items()},
-        "old_design": OLD if old else f"not measured: git archive {OLD} failed",
+        "old_design": OLD if old else ("not measured: --smoke" if args.smoke else
+                                       f"not measured: git archive {OLD} failed"),
         "modes": rows,
         "ratio_to_every_rank": {f"{m['model']}, {m['ranks']} ranks, {m['mode']}": round(
             m["wall_s"] / next(e["wall_s"] for e in rows if e["ranks"] == m["ranks"]

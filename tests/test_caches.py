@@ -29,20 +29,22 @@ def _probe(cache_dir: Path, spec) -> dict:
 
 @pytest.mark.slow
 def test_fx_graph_cache_never_crosses_settings(tmp_path):
-    steps = [
-        ("plain", "miss"),
-        ({}, "miss"),  # plain -> override: the plain graph is not served inside the block
-        ({}, "hit"),  # the same settings in a new process still hit
-        ({"max_choices": 1}, "miss"),  # different settings
-        ({"verify": False}, "miss"),  # unverified vs verified
-        ({"simulate_sms": 46}, "miss"),
-        ({"report": str(tmp_path / "r.jsonl")}, "hit"),  # the report changes no code
-        ("plain", "hit"),  # plain is still plain
-    ]
-    for spec, expected in steps:
-        counts = _probe(tmp_path / "cache", spec)
-        assert counts["bypass"] == 0, counts
-        assert counts[expected] == 1, (spec, expected, counts)
+    """Two processes on one cache dir, each compiling in turn (dynamo reset between)."""
+    first = [("plain", "miss"),
+             ({}, "miss")]  # plain -> override: the plain graph is not served inside the block
+    second = [({}, "hit"),  # the same settings in a new process still hit
+              ({"max_choices": 1}, "miss"),  # different settings
+              ({"verify": False}, "miss"),  # unverified vs verified
+              ({"simulate_sms": 46}, "miss"),
+              ({"report": str(tmp_path / "r.jsonl")}, "hit"),  # the report changes no code
+              ("plain", "hit")]  # plain is still plain
+    for steps in (first, second):
+        results = _probe(tmp_path / "cache", [spec for spec, _ in steps])
+        assert len(results) == len(steps)
+        for (spec, expected), counts in zip(steps, results, strict=True):
+            assert counts["bypass"] == 0, counts
+            assert counts[expected] == 1 and counts["hit"] + counts["miss"] == 1, \
+                (spec, expected, counts)
 
 
 @pytest.mark.slow
