@@ -826,3 +826,21 @@ def test_a_failing_edge_is_logged_with_its_traceback_and_never_raises(caplog):
     failed = [r for r in caplog.records if r.getMessage() == "cache clearing failed"]
     assert len(failed) == 2 and all(r.levelno == logging.DEBUG for r in failed)
     assert all(r.exc_info and r.exc_info[0] is RuntimeError for r in failed)
+
+
+def test_validate_field_refuses_numbers_as_text_and_lists_the_known_fields():
+    from inductor_sm_override.core.settings import _FIELDS, validate_field
+
+    with pytest.raises(SettingsError) as text:
+        validate_field("rtol", "0.1")
+    assert str(text.value) == "rtol='0.1' is not accepted: expected a finite number >= 0 or None"
+    assert validate_field("rtol", 1) == 1.0
+    with pytest.raises(SettingsError) as unknown:
+        validate_field("min_sm", 1)
+    assert str(unknown.value) == f"unknown setting 'min_sm'; known settings: {', '.join(_FIELDS)}"
+
+
+def test_merging_an_empty_layer_keeps_the_same_settings():
+    settings = Settings(min_sms=40)
+    assert settings.merged({}) is settings
+    assert settings.merged({"rtol": 0.5}) == Settings(min_sms=40, rtol=0.5)
