@@ -844,3 +844,74 @@ def test_merging_an_empty_layer_keeps_the_same_settings():
     settings = Settings(min_sms=40)
     assert settings.merged({}) is settings
     assert settings.merged({"rtol": 0.5}) == Settings(min_sms=40, rtol=0.5)
+
+
+# --- hooks/selector.py: _check on its own (a crash in it only rejects the choice in a compile)
+
+
+def _autotune_args(inputs, out):
+    return types.SimpleNamespace(extern=types.SimpleNamespace(input_tensors=inputs,
+                                                              output_tensor=out))
+
+
+def test_check_judges_the_output_window_against_the_reference_computed_once():
+    from inductor_sm_override.checks.verify import compare
+    from inductor_sm_override.core.records import OpRecord
+    from inductor_sm_override.hooks import selector
+
+    torch.manual_seed(0)
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    out = a @ b
+    args = _autotune_args([a, b], out)
+    record = OpRecord(name="mm", settings=Settings(rtol=0.0, atol=1e-3))
+    assert selector._check(record, args, "good") is None
+    good = record.checks["good"]
+    assert (good["passed"], good["reference"]) == (True, "fp64")
+    assert (good["rtol"], good["atol"]) == (0.0, 1e-3)
+    assert record.references[id(args)][0] is args and list(record.references) == [id(args)]
+    expected = record.references[id(args)][1][0]
+    out.add_(1.0)
+    reason = selector._check(record, args, "bad")
+    assert reason.startswith("mismatch vs fp64: 32 of 32 values off by up to 1")
+    assert record.references[id(args)][1][0] is expected  # not computed again
+    # bf16 with K = 4096: the default atol grows with sqrt(K / 1024)
+    a16 = torch.randn(4, 4096, dtype=torch.bfloat16)
+    b16 = torch.randn(4096, 4, dtype=torch.bfloat16)
+    out16, ref = a16 @ b16, a16.double() @ b16.double()
+    rec16 = OpRecord(name="mm", settings=Settings())
+    assert selector._check(rec16, _autotune_args([a16, b16], out16), "k") is None
+    assert rec16.checks["k"]["atol"] == pytest.approx(compare(out16, ref, None, None, 4096).atol)
+    assert rec16.checks["k"]["atol"] > compare(out16, ref, None, None, None).atol
+
+
+def test_check_without_a_reference_or_a_readable_output():
+    from inductor_sm_override.core.records import OpRecord
+    from inductor_sm_override.hooks import selector
+
+    a, b = torch.ones(2, 3), torch.ones(3, 2)
+    record = OpRecord(name="addmm", settings=Settings())  # no extern, no fp64 evaluation
+    assert selector._check(record, _autotune_args([a, b], a @ b), "t") is None
+    assert record.unverified == {"t": "no reference"}
+    assert record.checks == {"t": {"passed": None, "reason": "no reference"}}
+
+    class Unreadable:
+        shape, dtype = (2, 2), torch.float32
+
+        def __getattr__(self, name):
+            raise RuntimeError("x" * 400)
+
+    class Gone:
+        @property
+        def output_tensor(self):
+            raise RuntimeError("y" * 400)
+
+    args = types.SimpleNamespace(extern=Gone())
+    mm = OpRecord(name="mm", settings=Settings())
+    mm.references[id(args)] = (args, (a @ b, "fp64"))
+    reason = selector._check(mm, args, "t")
+    assert reason == ("could not read its output: RuntimeError: " + "y" * 400)[:300]
+    broken = _autotune_args([a, b], Unreadable())
+    mm.references[id(broken)] = (broken, (a @ b, "fp64"))
+    reason = selector._check(mm, broken, "u")
+    assert reason == ("verification failed: RuntimeError: " + "x" * 400)[:300]
+    assert "u" not in mm.checks
