@@ -915,3 +915,18 @@ def test_check_without_a_reference_or_a_readable_output():
     reason = selector._check(mm, broken, "u")
     assert reason == ("verification failed: RuntimeError: " + "x" * 400)[:300]
     assert "u" not in mm.checks
+
+
+def test_tag_records_what_was_kept_and_notes_a_choice_it_cannot_tag():
+    from inductor_sm_override.core.records import TAG, OpRecord
+    from inductor_sm_override.hooks import selector
+
+    record = OpRecord(name="mm", settings=Settings())
+    taggable, fixed = types.SimpleNamespace(), object()  # object() takes no attributes
+    kept = [taggable, fixed]
+    names = {id(taggable): "triton_1", id(fixed): "extern_mm"}
+    assert selector._tag(record, kept, names) is kept
+    assert record.kept == ["triton_1", "extern_mm"]
+    assert record.kept_choices == kept and record.kept_choices is not kept
+    assert getattr(taggable, TAG) is record
+    assert record.notes == ["could not tag extern_mm"]
