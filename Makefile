@@ -99,7 +99,7 @@ gpu-check:
 	  --out "$(OUT)" --limit-s $(LIMIT_S) $(if $(call _on,$(DRY_RUN)),--dry-run) \
 	  $(if $(call _on,$(PLAN)),--plan) $(GPU_CHECK_ARGS)
 
-# Mutation testing (docs/mutation.md; not in CI: ~1 h on 2 cores). mutmut is pinned and put into
+# Mutation testing (docs/mutation.md; not in CI: 2-4 h on 2 cores). mutmut is pinned and put into
 # the venv here only (not in the dev extra: `make test` and CI never install it); what it
 # mutates and which fast in-process tests it runs: pyproject's [tool.mutmut]. Results are kept
 # in mutants/ (a rerun retests only what changed; rm -rf mutants for a fresh run).
