@@ -930,3 +930,123 @@ def test_tag_records_what_was_kept_and_notes_a_choice_it_cannot_tag():
     assert record.kept_choices == kept and record.kept_choices is not kept
     assert getattr(taggable, TAG) is record
     assert record.notes == ["could not tag extern_mm"]
+
+
+# --- hooks/selector.py: _check_sole (a sole or unbenchmarked template gets a reference) -------
+
+
+def _sole_case(name="mm", templates=2, verified=True):
+    """Templates of an op with the selector call's inputs bound (so ``_reference`` finds the
+    toolkit's extern), and a fresh record for them."""
+    from selector_harness import Template
+
+    from inductor_sm_override.core.records import OpRecord
+
+    def make(inputs, layout):
+        kept = [Template(f"t{i}", inputs, layout) for i in range(templates)]
+        record = OpRecord(name=name, settings=Settings(), gemm=True, verified_op=verified)
+        return record, kept, {id(c): c.name for c in kept}
+
+    return make
+
+
+@pytest.fixture
+def sole_call():
+    """The selector call's (input_nodes, layout) for an mm, as ``_selector_call`` binds it."""
+    from selector_harness import lowering
+
+    from inductor_sm_override.hooks import selector
+
+    with lowering() as (a, b, layout):
+        token = selector._CALL.set(([a, b], layout))
+        try:
+            yield [a, b], layout
+        finally:
+            selector._CALL.reset(token)
+
+
+CHECKED_HERE = ("checked here against the reference {} added by the toolkit, which is used "
+                "only if no template passes its check")
+
+
+def test_check_sole_adds_the_reference_before_a_sole_template(sole_call):
+    from inductor_sm_override.hooks import selector
+
+    record, kept, names = _sole_case(templates=1)(*sole_call)
+    result = selector._check_sole(record, kept, names)
+    reference = result[0]
+    assert result[1:] == kept and selector.is_reference(reference)
+    assert record.externs == [reference] and record.reference_added == names[id(reference)]
+    assert record.notes == ["sole choice: " + CHECKED_HERE.format(record.reference_added)]
+
+
+def test_check_sole_leaves_benchmarked_fp64_checked_templates_and_unverified_ops(
+        sole_call, monkeypatch):
+    import torch._inductor.config as config
+
+    from inductor_sm_override.hooks import selector
+
+    record, kept, names = _sole_case(templates=2)(*sole_call)  # mm: checked against fp64
+    assert selector._check_sole(record, kept, names) is kept
+    monkeypatch.delattr(config, "deterministic")  # a torch without the setting: not on
+    assert selector._check_sole(record, kept, names) is kept
+    assert record.notes == [] and record.reference_added is None
+    monkeypatch.undo()
+    for count in (1, 2):  # an op not verified: nothing is added, even for a sole template
+        record, kept, names = _sole_case(templates=count, verified=False)(*sole_call)
+        assert selector._check_sole(record, kept, names) is kept
+        assert record.notes == [] and record.externs == []
+    record, _, names = _sole_case()(*sole_call)
+    assert selector._check_sole(record, [], names) == []  # nothing kept: nothing to check
+    assert record.notes == [] and record.externs == []
+
+
+def test_check_sole_in_deterministic_mode_puts_the_reference_first(sole_call):
+    import torch._inductor.config as config
+
+    from inductor_sm_override.hooks import selector
+
+    record, kept, names = _sole_case(templates=2)(*sole_call)
+    with config.patch(deterministic=True):
+        result = selector._check_sole(record, kept, names)
+    assert result[1:] == kept and result[0] is record.externs[0]
+    assert record.notes == [f"deterministic mode (no benchmarking): the reference "
+                            f"{record.reference_added} added by the toolkit replaces the "
+                            "templates"]
+
+
+def test_check_sole_of_templates_without_extern_in_an_op_without_fp64(monkeypatch):
+    from selector_harness import gemm
+    from torch._inductor.virtualized import V
+
+    from inductor_sm_override.hooks import selector
+
+    with gemm("addmm") as (inputs, layout, _extern):
+        # the reference for addmm reads alpha/beta off the FX node being lowered
+        node = torch.fx.Graph().call_function(torch.ops.aten.addmm.default, ())
+        monkeypatch.setattr(V.graph, "current_node", node)
+        token = selector._CALL.set((inputs, layout))
+        try:
+            record, kept, names = _sole_case("addmm", templates=2)(inputs, layout)
+            result = selector._check_sole(record, kept, names)
+        finally:
+            selector._CALL.reset(token)
+    assert result[1:] == kept and record.reference_added == names[id(result[0])]
+    assert record.notes == ["no extern choice: " + CHECKED_HERE.format(record.reference_added)]
+
+
+def test_check_sole_without_a_reference_notes_only_a_sole_template():
+    from selector_harness import lowering
+
+    from inductor_sm_override.hooks import selector
+
+    with lowering() as (a, b, layout):  # no selector call bound: no reference to add
+        record, kept, names = _sole_case(templates=1)([a, b], layout)
+        assert selector._check_sole(record, kept, names) is kept
+        assert record.notes == ["sole choice: no reference for mm on this rank; taken without "
+                                "a check (unverified)"]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(selector, "FP64_CHECKED", frozenset())  # two templates, no fp64
+            record, kept, names = _sole_case(templates=2)([a, b], layout)
+            assert selector._check_sole(record, kept, names) is kept
+            assert record.notes == [] and record.reference_added is None
