@@ -1050,3 +1050,99 @@ def test_check_sole_without_a_reference_notes_only_a_sole_template():
             record, kept, names = _sole_case(templates=2)([a, b], layout)
             assert selector._check_sole(record, kept, names) is kept
             assert record.notes == [] and record.reference_added is None
+
+
+# --- hooks/selector.py: the get_inputs / generate_example_value wrappers ----------------------
+
+
+def _recorder(value=None):
+    """A stand-in for torch's method: records each call and the draws state it ran under."""
+    from inductor_sm_override.hooks import selector
+
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        draws = selector._DRAWS.get()
+        calls.append((args, kwargs, None if draws is None else list(draws)))
+        return value
+
+    return wrapped, calls
+
+
+def test_get_inputs_counts_draws_from_zero_for_a_verified_op_by_keyword_or_position():
+    from inductor_sm_override.core.records import TAG, OpRecord
+    from inductor_sm_override.hooks import selector
+
+    record = OpRecord(name="mm", settings=Settings(), gemm=True, verified_op=True)
+    tagged = types.SimpleNamespace(**{TAG: record})
+    choices = [types.SimpleNamespace(), tagged]
+    wrapped, calls = _recorder("inputs")
+    # torch passes choices by keyword or by position, with further keyword arguments
+    assert selector._get_inputs(wrapped, None, (), {"choices": choices, "x": 1}) == "inputs"
+    assert selector._get_inputs(wrapped, None, (choices,), {"x": 2}) == "inputs"
+    assert calls == [((), {"choices": choices, "x": 1}, [record, 0]),
+                     ((choices,), {"x": 2}, [record, 0])]
+    assert selector._DRAWS.get() is None
+
+
+def test_get_inputs_passes_untagged_and_unverified_choices_through_with_every_argument():
+    from inductor_sm_override.core.records import TAG, OpRecord
+    from inductor_sm_override.hooks import selector
+
+    wrapped, calls = _recorder("inputs")
+    untagged = [types.SimpleNamespace()]
+    assert selector._get_inputs(wrapped, None, (), {"choices": untagged, "x": 1}) == "inputs"
+    unverified = OpRecord(name="mm", settings=Settings(), gemm=True, verified_op=False)
+    other = [types.SimpleNamespace(**{TAG: unverified})]
+    assert selector._get_inputs(wrapped, None, (other,), {"x": 2}) == "inputs"
+    assert calls == [((), {"choices": untagged, "x": 1}, None), ((other,), {"x": 2}, None)]
+
+
+def test_generate_example_value_reseeds_each_draw_from_the_op_and_its_index():
+    from inductor_sm_override.checks.inputs import op_seed, reseed
+    from inductor_sm_override.core.records import OpRecord
+    from inductor_sm_override.hooks import selector
+
+    record = OpRecord(name="mm", settings=Settings())
+    record.shapes, record.dtypes = [[4, 4], [4, 4]], ["torch.float32", "torch.float32"]
+    draws = [record, 0]
+    token = selector._DRAWS.set(draws)
+    seen = []
+
+    def draw(*args, **kwargs):
+        seen.append((args, kwargs))
+        return torch.zeros(4, 4)
+
+    try:
+        values = [selector._generate_example_value(draw, None, ((4, 4),),
+                                                   {"dtype": torch.float32}) for _ in range(2)]
+    finally:
+        selector._DRAWS.reset(token)
+    assert draws[1] == 2 and seen == [(((4, 4),), {"dtype": torch.float32})] * 2
+    for index, value in enumerate(values):
+        expected = reseed(torch.zeros(4, 4), op_seed("mm", record.shapes, record.dtypes, index))
+        assert torch.equal(value, expected)
+    assert not torch.equal(values[0], values[1])
+    # outside a verified op's get_inputs: torch's value, the keyword arguments passed on
+    wrapped, calls = _recorder("value")
+    assert selector._generate_example_value(wrapped, None, (1,), {"dtype": torch.int8}) == "value"
+    assert calls == [((1,), {"dtype": torch.int8}, None)]
+
+
+def test_generate_example_value_keeps_torch_draw_when_it_cannot_be_refilled():
+    from inductor_sm_override.core.records import OpRecord
+    from inductor_sm_override.hooks import selector
+
+    class Odd:
+        @property
+        def is_mkldnn(self):
+            raise RuntimeError("q" * 300)
+
+    record = OpRecord(name="mm", settings=Settings())
+    value = Odd()
+    token = selector._DRAWS.set([record, 0])
+    try:
+        assert selector._generate_example_value(lambda: value, None, (), {}) is value
+    finally:
+        selector._DRAWS.reset(token)
+    assert record.notes == [f"inputs: torch's draw kept (RuntimeError('{'q' * 300}'))"[:200]]
