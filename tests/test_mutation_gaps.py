@@ -3,6 +3,7 @@ that survived the rest of the fast suite. Plain unit tests, no compile, no subpr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -1146,3 +1147,149 @@ def test_generate_example_value_keeps_torch_draw_when_it_cannot_be_refilled():
     finally:
         selector._DRAWS.reset(token)
     assert record.notes == [f"inputs: torch's draw kept (RuntimeError('{'q' * 300}'))"[:200]]
+
+
+# --- hooks/selector.py: preprocess (externs first, max_choices, smem, budget, fallbacks) ------
+
+
+@contextlib.contextmanager
+def _preprocessing(record=None, call=None, **settings):
+    """``preprocess`` as the ``__call__`` wrapper runs it: settings in force, the op's record
+    (None: not opened) and the selector call's (input_nodes, layout) bound."""
+    from inductor_sm_override.hooks import selector
+
+    with iso.override(**settings):
+        if record is not None:
+            record.settings = state.current()
+        op_token, call_token = selector._CURRENT_OP.set(record), selector._CALL.set(call)
+        try:
+            yield selector.preprocess
+        finally:
+            selector._CALL.reset(call_token)
+            selector._CURRENT_OP.reset(op_token)
+
+
+def _gemm_record(**fields):
+    from inductor_sm_override.core.records import OpRecord
+
+    fields = {"gemm": True, "verified_op": True, **fields}
+    return OpRecord(name="mm", settings=Settings(), **fields)
+
+
+def test_preprocess_without_an_open_op_treats_it_as_a_verified_gemm(monkeypatch):
+    from selector_harness import Template, extern, lowering
+
+    from inductor_sm_override.core import records
+    from inductor_sm_override.core.records import TAG
+
+    seen = []
+
+    def shared_decision(record, choices):  # the fleet's filter: sees the op's record
+        seen.append(record)
+        return choices[:-1]
+
+    monkeypatch.setattr(records, "choice_filters", [shared_decision])
+    with lowering() as (a, b, layout):
+        ref, t0, t1 = extern(a, b, layout), Template("t0", [a, b], layout), \
+            Template("t1", [a, b], layout)
+        with _preprocessing(budget_s=100.0) as preprocess:
+            settings, budget = state.current(), state.current_budget()
+            kept = preprocess([ref, t0, t1])
+    record = getattr(kept[0], TAG)
+    assert kept == [ref, t0] and seen == [record]
+    assert (record.name, record.gemm, record.verified_op) == ("?", True, True)
+    assert record.settings is settings and record.budget is budget is not None
+    assert record.reserved_s == 1.0  # one template + the extern at the prior cost
+
+
+def test_preprocess_only_tags_an_op_outside_the_gemm_family():
+    from inductor_sm_override.core.records import TAG, OpRecord
+
+    record = OpRecord(name="flex_attention", settings=Settings())
+    choices = [types.SimpleNamespace(name="a"), types.SimpleNamespace(name="b")]
+    with _preprocessing(record, max_choices=0) as preprocess:
+        kept = preprocess(choices)
+    assert kept == choices and record.kept == ["a", "b"] and record.dropped == {}
+    assert all(getattr(c, TAG) is record for c in choices)
+
+
+def test_preprocess_ranks_for_one_sm_when_the_device_count_is_unknown():
+    from selector_harness import Template, lowering
+
+    with lowering(size=128) as (a, b, layout):
+        wide = Template("wide", [a, b], layout, bm=16, bn=64, bk=16)
+        narrow = Template("narrow", [a, b], layout, bm=16, bn=32, bk=16)
+        # fp32 128^3: on 1 SM the 16x32 tile is faster, on 2 SMs the 16x64 one (estimate)
+        with _preprocessing(_gemm_record(verified_op=False)) as preprocess:
+            assert [c.name for c in preprocess([wide, narrow])] == ["narrow", "wide"]
+        with _preprocessing(_gemm_record(verified_op=False, sms=2)) as preprocess:
+            assert [c.name for c in preprocess([wide, narrow])] == ["wide", "narrow"]
+        bare = types.SimpleNamespace(name="bare", layout=layout)  # no input_nodes: no problem
+        with _preprocessing(_gemm_record(verified_op=False)) as preprocess:
+            assert preprocess([bare, wide]) == [bare, wide]
+
+
+def test_preprocess_drops_templates_whose_shared_memory_cannot_fit(fake_gpu):
+    from selector_harness import Template, extern, lowering
+
+    with lowering() as (a, b, layout):
+        ref = extern(a, b, layout)
+        big = Template("big", [a, b], layout, bm=256, bn=256, bk=128, stages=4)
+        small = Template("small", [a, b], layout)
+        record = _gemm_record(device="cuda:0", sms=46)
+        with _preprocessing(record) as preprocess:
+            assert preprocess([big, ref, small]) == [ref, small]
+    assert record.dropped == {"big": "smem"}
+    assert record.notes[0].startswith("shared memory: 1 templates need more than the device's ")
+
+
+def test_preprocess_keeps_what_the_budget_allows_when_it_decides_there():
+    from selector_harness import Template, extern, lowering
+
+    with lowering() as (a, b, layout):
+        ref = extern(a, b, layout)
+        templates = [Template(f"t{i}", [a, b], layout) for i in range(3)]
+        record = _gemm_record(budget=Budget(2.0))  # first op: 1 s of 2 -> one template
+        with _preprocessing(record, max_choices=3) as preprocess:
+            assert preprocess([ref, *templates]) == [ref, templates[0]]
+    assert record.dropped == {"t1": "budget", "t2": "budget"}
+    assert record.reserved_s == 1.0 and record.budget.reserved == 1.0
+
+
+def test_preprocess_of_a_budget_deciding_at_benchmark_drops_templates_only_when_spent():
+    from selector_harness import Template, extern, lowering
+
+    with lowering() as (a, b, layout):
+        ref = extern(a, b, layout)
+        templates = [Template(f"t{i}", [a, b], layout) for i in range(2)]
+        for spent, expected in ((1.0, [ref]), (0.5, [ref, *templates])):
+            budget = Budget(1.0)
+            budget.spent = spent  # remaining 0 (spent), then 0.5 s (not yet)
+            record = _gemm_record(budget=budget, budget_at_benchmark=True)
+            with _preprocessing(record) as preprocess:
+                assert preprocess([ref, *templates]) == expected
+            assert record.dropped == ({"t0": "budget", "t1": "budget"} if spent == 1.0 else {})
+            assert record.reserved_s == 0.0 and budget.reserved == 0.0
+
+
+def test_preprocess_with_no_template_allowed_and_no_extern(sole_call):
+    from selector_harness import Template
+
+    from inductor_sm_override.hooks import selector
+
+    inputs, layout = sole_call
+    t0, t1 = Template("t0", inputs, layout), Template("t1", inputs, layout)
+    record = _gemm_record()
+    with _preprocessing(record, call=sole_call, max_choices=0) as preprocess:
+        kept = preprocess([t0, t1])  # the toolkit's reference replaces them
+    assert len(kept) == 1 and selector.is_reference(kept[0]) and record.externs == kept
+    assert record.dropped == {"t0": "cap", "t1": "cap"}
+    assert record.notes == [f"no template allowed and no extern choice: the reference "
+                            f"{record.kept[0]} added by the toolkit is used instead"]
+    record = _gemm_record()
+    with _preprocessing(record, max_choices=0) as preprocess:  # no reference: the best stays
+        assert preprocess([t0, t1]) == [t0]
+    assert record.dropped == {"t1": "cap"}
+    assert record.notes == ["no extern choice: the best-ranked template was kept",
+                            "sole choice: no reference for mm on this rank; taken without a "
+                            "check (unverified)"]
