@@ -1293,3 +1293,46 @@ def test_preprocess_with_no_template_allowed_and_no_extern(sole_call):
     assert record.notes == ["no extern choice: the best-ranked template was kept",
                             "sole choice: no reference for mm on this rank; taken without a "
                             "check (unverified)"]
+
+
+# --- hooks/selector.py: _check of a subgraph choice (decompose_k) and K per op ----------------
+
+
+def test_check_of_a_subgraph_choice_judges_what_its_subgraph_returns_not_the_window():
+    from torch._inductor.codegen.subgraph import SubgraphChoiceCaller
+
+    from inductor_sm_override.core.records import OpRecord
+    from inductor_sm_override.hooks import selector
+
+    torch.manual_seed(0)
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+
+    def subgraph(result):  # benchmarked as extern, never writes out (decompose_k)
+        choice = SubgraphChoiceCaller.__new__(SubgraphChoiceCaller)
+        choice._compiled_module = types.SimpleNamespace(call=lambda inputs: [result])
+        choice.sym_input_values = ()
+        return choice
+
+    for window, returned, passed in ((torch.zeros(8, 4), a @ b, True),
+                                     (a @ b, a @ b + 1.0, False)):
+        record = OpRecord(name="mm", settings=Settings())
+        reason = selector._check(record, _autotune_args([a, b], window), "dk", subgraph(returned))
+        assert (reason is None) is passed and record.checks["dk"]["passed"] is passed
+
+
+def test_check_of_addmm_scales_the_tolerance_with_k_of_mat1_not_the_bias_width():
+    from inductor_sm_override.checks.verify import compare
+    from inductor_sm_override.core.records import OpRecord
+    from inductor_sm_override.hooks import selector
+
+    torch.manual_seed(0)
+    bias = torch.randn(4, 4, dtype=torch.bfloat16)
+    a = torch.randn(4, 4096, dtype=torch.bfloat16)
+    b = torch.randn(4096, 4, dtype=torch.bfloat16)
+    out = torch.addmm(bias, a, b)
+    args = _autotune_args([bias, a, b], out)
+    record = OpRecord(name="addmm", settings=Settings())
+    record.references[id(args)] = (args, (out.clone(), "extern addmm"))
+    assert selector._check(record, args, "t") is None
+    assert record.checks["t"]["atol"] == pytest.approx(compare(out, out, None, None, 4096).atol)
+    assert record.checks["t"]["atol"] > compare(out, out, None, None, 4).atol
