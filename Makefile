@@ -104,7 +104,6 @@ gpu-check:
 # mutates and which fast in-process tests it runs: pyproject's [tool.mutmut]. Results are kept
 # in mutants/ (a rerun retests only what changed; rm -rf mutants for a fresh run).
 # MUTANTS="inductor_sm_override.core.budget*" restricts the run to mutant-name globs.
-.PHONY: mutation
 MUTMUT_VERSION ?= 3.8.1
 MUTANTS ?=
 mutation: $(STAMP)
